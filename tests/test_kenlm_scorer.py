@@ -1,0 +1,265 @@
+"""KenLM scorers: hand-computed scores from the tiny ARPA, exact agreement with KenLM on whole
+sentences, the partial-word look-ahead, <unk>, vocabulary mismatches, the LM registry."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from userlibri.errors import ConfigError, DataFormatError, UserLibriError
+from userlibri.lm.base import LM_KINDS, LanguageModel, Registry, load_lm
+from userlibri.lm.kenlm_scorer import KenLMTokenScorer, KenLMWordScorer
+from userlibri.lm.ngram import NgramConfig, train_ngram
+from userlibri.text.tokenizer import TokenizerConfig, train_tokenizer
+
+kenlm = pytest.importorskip("kenlm")
+
+DATA = Path(__file__).parent / "data" / "lm"
+CORPUS = DATA / "corpus.txt"
+TINY = DATA / "tiny.arpa"
+LN10 = math.log(10.0)
+B = "\u2581"
+# Pieces for the tiny ARPA: ids 0-2 special, as in our tokenizers.
+PIECES = [
+    "<blk>",
+    "<sos/eos>",
+    "<unk>",
+    B + "THE",
+    B + "TH",
+    "E",
+    "Y",
+    "RE",
+    B + "CAT",
+    B + "SAT",
+    B,
+    "X",
+    B + "C",
+    "AT",
+]
+ID = {p: i for i, p in enumerate(PIECES)}
+
+
+def _feed_ids(lm: LanguageModel, ids: list[int]) -> tuple[float, list[float]]:
+    """Score ids one by one; return the sentence total (with final_score) and each step's score."""
+    state = lm.start_state()
+    steps = []
+    for i in ids:
+        s, state = lm.score(state, i)
+        steps.append(s)
+    return sum(steps) + lm.final_score(state), steps
+
+
+def _feed(lm: LanguageModel, pieces: list[str], ids: dict[str, int] = ID) -> tuple[float, list[float]]:
+    return _feed_ids(lm, [ids[p] for p in pieces])
+
+
+# ---- hand-computed values from tests/data/lm/tiny.arpa (log10, then * ln 10) -------------------
+
+
+@pytest.mark.parametrize(
+    ("pieces", "log10"),
+    [
+        # <s> THE: bigram -0.4; THE CAT | <s> THE: trigram -0.2; SAT | THE CAT: -0.25; </s> | CAT SAT: -0.1
+        ([B + "THE", B + "CAT", B + "SAT"], -0.4 - 0.2 - 0.25 - 0.1),
+        # CAT | <s>: -0.9; SAT | <s> CAT: no trigram, bo(<s> CAT)=0 + p(SAT|CAT) -0.7; </s>: trigram -0.1
+        ([B + "C", "AT", B + "SAT"], -0.9 - 0.7 - 0.1),
+        # THEY | <s> THE: bo(<s> THE) -0.2 + bo(THE) -0.3 + p(THEY) -1.3; SAT | THE THEY: p(SAT|THEY) -0.6;
+        # </s> | THEY SAT: bo(THEY SAT)=0 + p(</s>|SAT) -0.3
+        ([B + "THE", B + "TH", "E", "Y", B + "SAT"], -0.4 - 1.8 - 0.6 - 0.3),
+        # THERE | <s>: bo(<s>) -0.5 + p(THERE) -1.6; </s> | THERE: bo(THERE) -0.25 + p(</s>) -1.0
+        ([B + "TH", "E", "RE"], -2.1 - 1.25),
+        # DOG is not in the LM: <unk> | <s> THE = -0.2 - 0.3 - 1.5; </s> | <unk>: p(</s>) -1.0
+        ([B + "THE", B, "X"], -0.4 - 2.0 - 1.0),
+    ],
+)
+def test_word_scorer_matches_hand_computed_scores(pieces: list[str], log10: float) -> None:
+    lm = KenLMWordScorer(TINY, PIECES)
+    total, _ = _feed(lm, pieces)
+    assert total == pytest.approx(log10 * LN10, abs=1e-6)
+
+
+def test_token_scorer_matches_hand_computed_scores() -> None:
+    # Here the LM's "words" are the pieces themselves.
+    pieces = ["<blk>", "<sos/eos>", "<unk>", "THE", "THEY", "THERE", "CAT", "SAT", "DOG"]
+    ids = {p: i for i, p in enumerate(pieces)}
+    lm = KenLMTokenScorer(TINY, pieces)
+    assert _feed(lm, ["THE", "CAT", "SAT"], ids)[0] == pytest.approx(-0.95 * LN10, abs=1e-6)
+    total, steps = _feed(lm, ["THE", "THEY", "SAT"], ids)
+    assert steps == pytest.approx([-0.4 * LN10, -1.8 * LN10, -0.6 * LN10], abs=1e-6)
+    assert total == pytest.approx(-3.1 * LN10, abs=1e-6)
+    # DOG is not in the LM: the <unk> path, as hand-computed above.
+    assert _feed(lm, ["THE", "DOG"], ids)[0] == pytest.approx(-3.4 * LN10, abs=1e-6)
+    with pytest.raises(UserLibriError, match="<blk>"):
+        lm.score(lm.start_state(), 0)
+
+
+def test_partial_word_lookahead_present_mid_word_and_cancelled_at_word_end() -> None:
+    lm = KenLMWordScorer(TINY, PIECES)
+    state = lm.start_state()
+    s1, state = lm.score(state, ID[B + "TH"])
+    # Best unigram among THE (-0.8), THEY (-1.3), THERE (-1.6).
+    assert s1 == pytest.approx(-0.8 * LN10, abs=1e-6)
+    s2, state = lm.score(state, ID["E"])  # THE: still THE's -0.8
+    assert s2 == pytest.approx(0.0, abs=1e-9)
+    s3, state = lm.score(state, ID["Y"])  # THEY: only THEY, -1.3
+    assert s3 == pytest.approx(-0.5 * LN10, abs=1e-6)
+    assert s1 + s2 + s3 == pytest.approx(lm.prefix_score("THEY"))
+    # At the next word start THEY is scored in context (bo(<s>) -0.5 + p(THEY) -1.3 = -1.8), the
+    # look-ahead -1.3 is taken back, and SAT's look-ahead (-1.4) is added.
+    s4, state = lm.score(state, ID[B + "SAT"])
+    assert s4 == pytest.approx((-1.8 + 1.3 - 1.4) * LN10, abs=1e-6)
+    assert s1 + s2 + s3 + s4 == pytest.approx((-1.8 - 1.4) * LN10, abs=1e-6)
+    # A prefix no word has gets the unknown-prefix score (<unk>'s unigram by default, or as set).
+    assert lm.prefix_score("X") == pytest.approx(-1.5 * LN10, abs=1e-6)
+    assert KenLMWordScorer(TINY, PIECES, unknown_prefix_score=-20.0).prefix_score("X") == -20.0
+    assert lm.prefix_score("C") == pytest.approx(-1.2 * LN10, abs=1e-6)
+
+
+def test_word_states_merge_across_segmentations() -> None:
+    lm = KenLMWordScorer(TINY, PIECES)
+    a = lm.start_state()
+    for p in [B + "THE", B + "C", "AT"]:
+        _, a = lm.score(a, ID[p])
+    b = lm.start_state()
+    for p in [B + "TH", "E", B + "CAT"]:
+        _, b = lm.score(b, ID[p])
+    assert a == b and hash(a) == hash(b)
+    assert len({a, b}) == 1
+    c = lm.start_state()
+    _, c = lm.score(c, ID[B + "CAT"])
+    assert c != a  # same partial word, different history
+
+
+# ---- a real tokenizer and an lmplz-trained LM ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    root = tmp_path_factory.mktemp("scorer")
+    tok = train_tokenizer(CORPUS, root / "tok", TokenizerConfig(vocab_size=80))
+    word = train_ngram(CORPUS, root / "lm", NgramConfig(order=3, memory="50M"))
+    token = train_ngram(CORPUS, root / "lm", NgramConfig(order=4, unit="token", memory="50M"), tokenizer=tok)
+    return tok, word, token
+
+
+SENTENCES = [
+    "THE MILLER WALKED HOME",
+    "THE OLD MILLER WALKED DOWN TO THE RIVER IN THE MORNING",
+    "A ZEBRA SAT BY THE QUIET FIRE",  # ZEBRA is out of vocabulary (and Z is not even a piece)
+    "HARBOURS AND SHIPS",  # HARBOURS and SHIPS are unseen words made of seen pieces
+    "THE",
+]
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_word_scorer_equals_kenlm_sentence_score(trained, binary: bool) -> None:  # noqa: ANN001
+    tok, word, _ = trained
+    path = word.binary if binary else word.arpa
+    lm = KenLMWordScorer(path, tok)
+    model = kenlm.Model(str(path))
+    for sentence in SENTENCES:
+        total, steps = _feed_ids(lm, tok.encode(sentence))
+        # Identical to KenLM's per-word log10 scores summed in double precision...
+        exact = sum(p for p, _, _ in model.full_scores(sentence, bos=True, eos=True)) * LN10
+        assert total == pytest.approx(exact, abs=1e-9), sentence
+        # ...and to kenlm.Model.score, which sums in float32.
+        assert total == pytest.approx(model.score(sentence, bos=True, eos=True) * LN10, abs=1e-5)
+        assert len(steps) == len(tok.encode(sentence))
+
+
+def test_word_scorer_unknown_word_gets_unk_score(trained) -> None:  # noqa: ANN001
+    tok, word, _ = trained
+    lm = KenLMWordScorer(word.binary, tok)
+    model = kenlm.Model(str(word.binary))
+    assert [oov for _, _, oov in model.full_scores("THE ZEBRA")] == [False, True, False]
+    assert tok.unk_id in tok.encode("THE ZEBRA")
+    total, _ = _feed_ids(lm, tok.encode("THE ZEBRA"))
+    # ZEBRA is scored exactly as the word <unk> in its context.
+    out = kenlm.State()
+    expected = (
+        model.BaseScore(_after(model, []), "THE", out)
+        + model.BaseScore(_after(model, ["THE"]), "<unk>", out)
+        + model.BaseScore(_after(model, ["THE", "<unk>"]), "</s>", out)
+    )
+    assert total == pytest.approx(expected * LN10, abs=1e-9)
+    assert total == pytest.approx(_feed_ids(lm, tok.encode("THE QX"))[0], abs=1e-9)
+
+
+def _after(model, words: list[str]):  # noqa: ANN001, ANN202
+    state, out = kenlm.State(), kenlm.State()
+    model.BeginSentenceWrite(state)
+    for w in words:
+        model.BaseScore(state, w, out)
+        state, out = out, state
+    return state
+
+
+def test_token_scorer_equals_kenlm_on_pieces(trained) -> None:  # noqa: ANN001
+    tok, _, token = trained
+    lm = load_lm("kenlm-token", token.binary, tok)
+    assert isinstance(lm, KenLMTokenScorer) and lm.order == 4
+    model = kenlm.Model(str(token.binary))
+    for sentence in SENTENCES[:2]:
+        ids = tok.encode(sentence)
+        total, _ = _feed_ids(lm, ids)
+        exact = sum(p for p, _, _ in model.full_scores(" ".join(tok.id_to_piece(i) for i in ids))) * LN10
+        assert total == pytest.approx(exact, abs=1e-9)
+
+
+def test_vocabulary_mismatch_names_both(trained, tmp_path: Path) -> None:  # noqa: ANN001
+    tok, word, token = trained
+    other = train_tokenizer(CORPUS, tmp_path / "other", TokenizerConfig(vocab_size=70))
+    # By tokenizer id, from the LM's sidecar.
+    with pytest.raises(UserLibriError, match="mismatch") as err:
+        KenLMTokenScorer(token.binary, other)
+    assert str(token.binary) in str(err.value) and str(other.path) in str(err.value)
+    # Without a sidecar: by LM words that are not pieces of the tokenizer.
+    bare = tmp_path / "bare.arpa"
+    shutil.copy(token.arpa, bare)
+    KenLMTokenScorer(bare, tok)  # the right tokenizer is accepted
+    with pytest.raises(UserLibriError, match="not pieces of tokenizer") as err:
+        KenLMTokenScorer(bare, other)
+    assert str(bare) in str(err.value) and str(other.path) in str(err.value)
+    # A word LM is not a token LM and vice versa.
+    with pytest.raises(UserLibriError, match="token-level"):
+        KenLMTokenScorer(word.binary, tok)
+    with pytest.raises(UserLibriError, match="word-level"):
+        KenLMWordScorer(token.binary, tok)
+
+
+def test_corrupt_or_missing_models(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.arpa"
+    bad.write_text(TINY.read_text(encoding="utf-8").replace("-0.6\tTHEY SAT", "-0.6\tTHEY"), encoding="utf-8")
+    with pytest.raises(DataFormatError) as err:
+        KenLMWordScorer(bad, PIECES)
+    assert err.value.line == TINY.read_text(encoding="utf-8").splitlines().index("-0.6\tTHEY SAT") + 1
+    with pytest.raises(DataFormatError, match="no such file"):
+        KenLMTokenScorer(tmp_path / "none.bin", PIECES)
+    lone_binary = tmp_path / "lone.bin"
+    shutil.copy(train_ngram(CORPUS, tmp_path / "lm", NgramConfig(order=2, memory="50M")).binary, lone_binary)
+    with pytest.raises(DataFormatError, match="lone.arpa"):
+        KenLMWordScorer(lone_binary, PIECES)
+    # With the vocabulary given, a lone binary is fine.
+    assert KenLMWordScorer(lone_binary, PIECES, vocabulary=["THE", "MILLER"]).prefix_score("MIL") < 0
+
+
+# ---- registry ------------------------------------------------------------------------------------
+
+
+def test_registry_rejects_duplicates_and_unknown_names() -> None:
+    load_lm("kenlm-word", TINY, PIECES)  # registers the built-in kinds
+    assert {"kenlm-word", "kenlm-token"} <= set(LM_KINDS.names())
+    with pytest.raises(ConfigError, match="already registered"):
+        LM_KINDS.register("kenlm-word")(lambda path, tok: None)
+    with pytest.raises(ConfigError, match="unknown LM kind 'nope'.*kenlm-token"):
+        load_lm("nope", TINY, PIECES)
+    reg: Registry[int] = Registry("thing")
+    reg.register("a")(1)
+    assert reg.get("a") == 1 and "a" in reg and list(reg) == ["a"]
+    with pytest.raises(ConfigError, match="non-empty"):
+        reg.register(" b")(2)
+    with pytest.raises(UserLibriError, match="needs"):
+        load_lm("kenlm-word", TINY, None)

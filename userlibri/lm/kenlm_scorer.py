@@ -1,0 +1,308 @@
+"""KenLM scorers implementing :class:`userlibri.lm.base.LanguageModel` over sentencepiece ids.
+
+* :class:`KenLMWordScorer`: a word-level KenLM fed sub-word pieces. Pieces are buffered until a
+  word boundary (a piece starting with ``▁``); the whole word is scored then. Meanwhile the
+  partial word gets a look-ahead score, the best unigram log-prob among vocabulary words that
+  start with it (or an unknown-prefix score when none does), so that beams in the middle of a
+  good word are not pruned in favour of beams that have just finished one. The look-ahead is
+  carried in the state and subtracted when the word completes: the scores of a finished
+  sentence sum to exactly KenLM's full-sentence score.
+* :class:`KenLMTokenScorer`: a token-level KenLM whose "words" are sentencepiece pieces.
+
+All scores are natural logs (KenLM's log10 times ln 10). States are plain tuples or
+``kenlm.State`` objects: hashable and cheap to compare, for beam merging.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from userlibri.errors import DataFormatError, UserLibriError, missing_dependency
+from userlibri.lm.base import register_lm
+from userlibri.lm.ngram import SPECIAL_WORDS, iter_arpa, read_arpa_unigrams
+from userlibri.text.tokenizer import BLANK_PIECE, SOS_EOS_PIECE, WORD_BOUNDARY, Tokenizer
+
+log = logging.getLogger(__name__)
+
+LN10 = math.log(10.0)
+_KENLM_BINARY_MAGIC = b"mmap lm "
+#: Pieces that are not text: the decoder must never feed them to an LM.
+_NON_TEXT_PIECES = frozenset({BLANK_PIECE, SOS_EOS_PIECE, "<s>", "</s>", "<pad>"})
+_PREFIX_CACHE_SIZE = 1 << 17
+
+#: A word-scorer state: (KenLM state after the completed words, pending partial word, the
+#: look-ahead score already given to that partial word).
+WordState = tuple  # (kenlm.State, str, float)
+
+
+def _kenlm():  # noqa: ANN202 - module type
+    try:
+        import kenlm
+    except ImportError as e:  # pragma: no cover - core dependency
+        raise missing_dependency("kenlm", "run `make setup`") from e
+    return kenlm
+
+
+def is_kenlm_binary(path: str | Path) -> bool:
+    """Whether ``path`` is a KenLM binary (as opposed to an ARPA text file)."""
+    with open(path, "rb") as f:
+        return f.read(len(_KENLM_BINARY_MAGIC)) == _KENLM_BINARY_MAGIC
+
+
+def load_kenlm(path: str | Path):  # noqa: ANN201 - kenlm.Model
+    """Load a KenLM model; an ARPA file is validated first so errors name the bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "a KenLM binary or ARPA file", "no such file")
+    if not is_kenlm_binary(path):
+        for _ in iter_arpa(path):
+            pass
+    kenlm = _kenlm()
+    try:
+        return kenlm.Model(str(path), kenlm.Config())
+    except (OSError, RuntimeError, ValueError) as e:
+        raise DataFormatError(path, "a KenLM model KenLM can load", f"an error: {e}") from e
+
+
+def _pieces_of(tokenizer: Tokenizer | Sequence[str]) -> tuple[str, ...]:
+    return tokenizer.pieces if isinstance(tokenizer, Tokenizer) else tuple(tokenizer)
+
+
+def _sidecar(model_path: Path) -> dict[str, object] | None:
+    """The ``<name>.json`` written by :func:`userlibri.lm.ngram.train_ngram`, if present."""
+    meta = model_path.with_suffix(".json")
+    if not meta.is_file():
+        return None
+    try:
+        return json.loads(meta.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataFormatError(meta, "JSON n-gram metadata", f"invalid JSON ({e})", line=e.lineno) from e
+
+
+def _vocabulary_source(model_path: Path) -> Path:
+    """The ARPA file holding the vocabulary of ``model_path`` (itself, or ``<name>.arpa`` beside it)."""
+    if not is_kenlm_binary(model_path):
+        return model_path
+    arpa = model_path.with_suffix(".arpa")
+    if not arpa.is_file():
+        raise DataFormatError(
+            model_path,
+            f"an ARPA file beside the binary ({arpa.name}) to read the vocabulary from, or a vocabulary",
+            "none",
+        )
+    return arpa
+
+
+class KenLMWordScorer:
+    """Word-level KenLM scores for sentencepiece ids, with a partial-word prefix look-ahead.
+
+    ``tokenizer`` maps ids to pieces (a :class:`Tokenizer` or the list of pieces).
+    ``vocabulary``: the LM's words; by default read from the ARPA (the model itself or the
+    ``.arpa`` beside a binary). ``unknown_prefix_score`` (natural log) is the look-ahead for a
+    partial word that no vocabulary word starts with; by default the ``<unk>`` unigram score.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        tokenizer: Tokenizer | Sequence[str],
+        vocabulary: Sequence[str] | None = None,
+        unknown_prefix_score: float | None = None,
+    ) -> None:
+        kenlm = _kenlm()
+        self.path = Path(model_path)
+        self.model = load_kenlm(self.path)
+        self._State = kenlm.State
+        meta = _sidecar(self.path)
+        if meta is not None and meta.get("kind") not in (None, "kenlm-word"):
+            raise UserLibriError(
+                f"{self.path}: expected a word-level n-gram LM, found kind {meta.get('kind')!r} "
+                f"in {self.path.with_suffix('.json')}"
+            )
+        self.pieces = _pieces_of(tokenizer)
+        # Per id: (starts a word, text) or None for non-text pieces.
+        self._tokens: list[tuple[bool, str] | None] = []
+        for piece in self.pieces:
+            if piece in _NON_TEXT_PIECES:
+                self._tokens.append(None)
+            elif piece.startswith(WORD_BOUNDARY):
+                self._tokens.append((True, piece[len(WORD_BOUNDARY) :]))
+            else:
+                self._tokens.append((False, piece))
+        if vocabulary is None:
+            vocabulary = list(read_arpa_unigrams(_vocabulary_source(self.path)))
+        words = sorted({w for w in vocabulary if w not in SPECIAL_WORDS})
+        null = self._State()
+        self.model.NullContextWrite(null)
+        out = self._State()
+        self._words = words
+        self._word_scores = np.array(
+            [self.model.BaseScore(null, w, out) * LN10 for w in words], dtype=np.float64
+        )
+        self.unk_score = self.model.BaseScore(null, "<unk>", out) * LN10
+        self.unknown_prefix_score = self.unk_score if unknown_prefix_score is None else unknown_prefix_score
+        self._prefix_cache: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"KenLMWordScorer({str(self.path)!r}, order={self.model.order}, words={len(self._words)})"
+
+    @property
+    def order(self) -> int:
+        return self.model.order
+
+    def prefix_score(self, prefix: str) -> float:
+        """Natural-log look-ahead for a partial word: the best unigram score of a word with this
+        prefix, or ``unknown_prefix_score`` when no vocabulary word starts with it."""
+        cached = self._prefix_cache.get(prefix)
+        if cached is not None:
+            return cached
+        lo = bisect.bisect_left(self._words, prefix)
+        hi = bisect.bisect_left(self._words, prefix + "\U0010ffff", lo)
+        value = float(self._word_scores[lo:hi].max()) if hi > lo else self.unknown_prefix_score
+        if len(self._prefix_cache) >= _PREFIX_CACHE_SIZE:
+            self._prefix_cache.clear()
+        self._prefix_cache[prefix] = value
+        return value
+
+    def start_state(self) -> WordState:
+        """After ``<s>``, no pending word."""
+        state = self._State()
+        self.model.BeginSentenceWrite(state)
+        return (state, "", 0.0)
+
+    def _token(self, token: int) -> tuple[bool, str]:
+        entry = self._tokens[token] if 0 <= token < len(self._tokens) else None
+        if entry is None:
+            what = repr(self.pieces[token]) if 0 <= token < len(self.pieces) else "out of range"
+            raise UserLibriError(
+                f"{self.path}: expected a text token id in [0, {len(self.pieces)}), found {token} ({what})"
+            )
+        return entry
+
+    def score(self, state: WordState, token: int) -> tuple[float, WordState]:
+        """Log-prob of appending ``token``: a completed word's score (minus its look-ahead) when
+        ``token`` starts a new word, plus the look-ahead change of the pending partial word."""
+        kstate, partial, lookahead = state
+        starts_word, text = self._token(token)
+        delta = 0.0
+        if starts_word:
+            if partial:
+                out = self._State()
+                delta = self.model.BaseScore(kstate, partial, out) * LN10 - lookahead
+                kstate = out
+            else:
+                delta = -lookahead
+            partial = text
+        else:
+            delta = -lookahead
+            partial = partial + text
+        new_lookahead = self.prefix_score(partial) if partial else 0.0
+        return delta + new_lookahead, (kstate, partial, new_lookahead)
+
+    def final_score(self, state: WordState) -> float:
+        """Complete the pending word (replacing its look-ahead) and add ``</s>``."""
+        kstate, partial, lookahead = state
+        total = -lookahead
+        if partial:
+            out = self._State()
+            total += self.model.BaseScore(kstate, partial, out) * LN10
+            kstate = out
+        return total + self.model.BaseScore(kstate, "</s>", self._State()) * LN10
+
+
+class KenLMTokenScorer:
+    """Token-level KenLM over sentencepiece pieces (the LM's words are the tokenizer's pieces).
+
+    Refuses an LM trained with a different tokenizer: by the tokenizer id in the LM's ``.json``
+    sidecar when there is one, else by LM words that are not pieces of ``tokenizer``.
+    """
+
+    def __init__(self, model_path: str | Path, tokenizer: Tokenizer | Sequence[str]) -> None:
+        kenlm = _kenlm()
+        self.path = Path(model_path)
+        self.model = load_kenlm(self.path)
+        self._State = kenlm.State
+        self.pieces = _pieces_of(tokenizer)
+        self._check_vocabulary(tokenizer)
+        self._words: list[str | None] = [None if p in _NON_TEXT_PIECES else p for p in self.pieces]
+
+    def __repr__(self) -> str:
+        return f"KenLMTokenScorer({str(self.path)!r}, order={self.model.order}, pieces={len(self.pieces)})"
+
+    @property
+    def order(self) -> int:
+        return self.model.order
+
+    def _check_vocabulary(self, tokenizer: Tokenizer | Sequence[str]) -> None:
+        tok_name = (
+            str(tokenizer.path)
+            if isinstance(tokenizer, Tokenizer)
+            else f"a list of {len(self.pieces)} pieces"
+        )
+        meta = _sidecar(self.path)
+        if meta is not None:
+            if meta.get("kind") not in (None, "kenlm-token"):
+                raise UserLibriError(
+                    f"{self.path}: expected a token-level n-gram LM, found kind {meta.get('kind')!r} "
+                    f"in {self.path.with_suffix('.json')}"
+                )
+            lm_id = meta.get("tokenizer_id")
+            if isinstance(tokenizer, Tokenizer) and lm_id and lm_id != tokenizer.model_id:
+                raise UserLibriError(
+                    f"tokenizer/LM vocabulary mismatch: LM {self.path} was trained with tokenizer id "
+                    f"{str(lm_id)[:16]}..., but tokenizer {tok_name} has id {tokenizer.model_id[:16]}..."
+                )
+        source = self.path if not is_kenlm_binary(self.path) else self.path.with_suffix(".arpa")
+        if not source.is_file():
+            return  # a bare binary without a sidecar: nothing to check against
+        known = set(self.pieces) | set(SPECIAL_WORDS)
+        foreign = sorted(w for w in read_arpa_unigrams(source) if w not in known)
+        if foreign:
+            raise UserLibriError(
+                f"tokenizer/LM vocabulary mismatch: LM {source} has {len(foreign)} word(s) that are not "
+                f"pieces of tokenizer {tok_name}, e.g. {foreign[:5]}"
+            )
+
+    def start_state(self):  # noqa: ANN201 - kenlm.State
+        """After ``<s>``."""
+        state = self._State()
+        self.model.BeginSentenceWrite(state)
+        return state
+
+    def score(self, state, token: int):  # noqa: ANN001, ANN201 - kenlm.State
+        """Log-prob of piece ``token`` after ``state``; returns ``(logprob, next_state)``."""
+        word = self._words[token] if 0 <= token < len(self._words) else None
+        if word is None:
+            what = repr(self.pieces[token]) if 0 <= token < len(self.pieces) else "out of range"
+            raise UserLibriError(
+                f"{self.path}: expected a text token id in [0, {len(self.pieces)}), found {token} ({what})"
+            )
+        out = self._State()
+        return self.model.BaseScore(state, word, out) * LN10, out
+
+    def final_score(self, state) -> float:  # noqa: ANN001
+        """Log-prob of ``</s>`` after ``state``."""
+        return self.model.BaseScore(state, "</s>", self._State()) * LN10
+
+
+@register_lm("kenlm-word")
+def load_word_scorer(path: str | Path, tokenizer: Tokenizer | Sequence[str] | None) -> KenLMWordScorer:
+    """Loader for the ``kenlm-word`` kind."""
+    if tokenizer is None:
+        raise UserLibriError(f"{path}: a word-level KenLM scorer needs the tokenizer of the acoustic model")
+    return KenLMWordScorer(path, tokenizer)
+
+
+@register_lm("kenlm-token")
+def load_token_scorer(path: str | Path, tokenizer: Tokenizer | Sequence[str] | None) -> KenLMTokenScorer:
+    """Loader for the ``kenlm-token`` kind."""
+    if tokenizer is None:
+        raise UserLibriError(f"{path}: a token-level KenLM scorer needs its tokenizer")
+    return KenLMTokenScorer(path, tokenizer)
