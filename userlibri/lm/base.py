@@ -9,6 +9,7 @@ LM state can be merged.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from userlibri.errors import ConfigError
@@ -95,7 +96,7 @@ def _import_builtin_kinds() -> None:
     import userlibri.lm.kenlm_scorer  # noqa: F401
 
 
-def load_lm(kind: str, path: str, tokenizer: object | None = None) -> LanguageModel:
+def load_lm(kind: str, path: str | Path, tokenizer: object | None = None) -> LanguageModel:
     """Load an LM of a registered ``kind`` from ``path`` (``tokenizer`` for sub-word scorers)."""
     if kind not in LM_KINDS:
         _import_builtin_kinds()
