@@ -235,7 +235,7 @@ def fetch_corpora(
         t0 = time.perf_counter()
         if not force and source_status(corpus, source) == "cached":
             log.info("%s: already in %s (checksums match); skipping", source.name, corpus.root)
-            entries = tuple(corpus.entries[b] for b in source.book_ids)
+            entries = tuple(corpus.entries[b] for b in sorted(source.book_ids))
             result = FetchResult(source.name, True, time.perf_counter() - t0, entries)
             results.append(result)
             if on_source:

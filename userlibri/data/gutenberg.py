@@ -88,7 +88,7 @@ _END_LINE = re.compile(
 _SMALL_WORDS = frozenset("a an and as at but by for from in into nor of on or the to with".split())
 _ILLUSTRATION = re.compile(r"\[(?:Illustration|Footnote|Sidenote)[^\]]*\]", re.IGNORECASE | re.DOTALL)
 _EMPHASIS = re.compile(r"(?<![\w_])_([^_\n]+?)_(?![\w_])")
-_MIN_CHAPTER_WORDS = 40
+_MIN_CHAPTER_WORDS = 10
 
 
 def normalize_text(text: str) -> str:
@@ -137,16 +137,12 @@ def strip_gutenberg(text: str) -> str:
     Paragraph structure (blank lines) is kept; line ends are normalised to ``\\n``.
     """
     lines = normalize_text(text).split("\n")
-    start = 0
-    for i, line in enumerate(lines):
-        if _START_MARKERS.match(line):
-            start = i + 1
-            break
-    end = len(lines)
-    for i in range(start, len(lines)):
-        if _END_MARKERS.match(lines[i]):
-            end = i
-            break
+    first_end = next((i for i, line in enumerate(lines) if _END_MARKERS.match(line)), len(lines))
+    # Old headers hold several markers ("***START**THE SMALL PRINT" ... "*END*THE SMALL PRINT"):
+    # the body starts after the last one before the footer.
+    starts = [i for i, line in enumerate(lines[:first_end]) if _START_MARKERS.match(line)]
+    start = starts[-1] + 1 if starts else 0
+    end = first_end
     if start == 0 and end == len(lines):
         log.debug("no Project Gutenberg markers found; keeping the whole text")
     blocks = [b for b in paragraphs("\n".join(lines[start:end])) if not _CREDIT.match(b[0])]

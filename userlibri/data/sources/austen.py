@@ -110,14 +110,15 @@ def read_lazyload_db(rdx: Path, rdb: Path) -> dict[str, Any]:
         raise DataFormatError(rdx, "'compressed' as TRUE, 2 or 3", repr(compressed))
     blob = rdb.read_bytes()
     out: dict[str, Any] = {}
-    for name, pos in sorted(index["variables"].items()):
+    for key, pos in sorted(index["variables"].items()):
+        name = str(key)
         try:
             offset, length = (int(v) for v in pos)
         except (TypeError, ValueError) as e:
             raise DataFormatError(rdx, f"(offset, length) for {name!r}", repr(pos)) from e
         if offset < 0 or length <= 0 or offset + length > len(blob):
             raise DataFormatError(rdb, f"record {name!r} at {offset}+{length}", f"a {len(blob)}-byte file")
-        out[str(name)] = _parse_r(_decompress_record(blob[offset : offset + length], mode, rdb, name), rdb)
+        out[name] = _parse_r(_decompress_record(blob[offset : offset + length], mode, rdb, name), rdb)
     return out
 
 

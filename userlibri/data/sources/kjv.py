@@ -62,8 +62,10 @@ def parse_pretty_output(text: str, origin: str = "bible output") -> list[Chapter
     return chapters
 
 
-def kjv_book(root: Path, source: str, expected_books: int = NUM_BOOKS) -> Book:
-    """The KJV Bible from ``root``, where both Debian packages were unpacked with ``dpkg-deb -x``."""
+def kjv_book(root: Path, source: str, expected_books: int | None = None) -> Book:
+    """The KJV Bible from ``root``, where both Debian packages were unpacked with ``dpkg-deb -x``.
+    ``expected_books`` defaults to ``NUM_BOOKS`` (66)."""
+    expected_books = NUM_BOOKS if expected_books is None else expected_books
     program = root / PROGRAM
     data = root / DATA_DIR / "bible.data"
     for p in (program, data):
