@@ -208,6 +208,7 @@ def test_no_headings_is_one_chapter() -> None:
 def test_clean_paragraph() -> None:
     assert clean_paragraph("  Cafe\u0301   _very_\n  nice [Illustration: a cup]  ") == "Caf\u00e9 very nice"
     assert clean_paragraph("* * * * *") == ""
+    assert clean_paragraph("the sum of ____ for each") == "the sum of for each"
     assert clean_paragraph("snake_case_name stays") == "snake_case_name stays"
 
 

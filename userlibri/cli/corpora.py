@@ -25,7 +25,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
         [f"{c:,}" if isinstance(c, int) else str(c) for c in r] for r in rows
     ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    numeric = [all(isinstance(r[i], int | float) for r in rows) and rows for i in range(len(header))]
+    numeric = [bool(rows) and all(isinstance(r[i], int | float) for r in rows) for i in range(len(header))]
     lines = []
     for n, row in enumerate(cells):
         lines.append(

@@ -88,6 +88,7 @@ _END_LINE = re.compile(
 _SMALL_WORDS = frozenset("a an and as at but by for from in into nor of on or the to with".split())
 _ILLUSTRATION = re.compile(r"\[(?:Illustration|Footnote|Sidenote)[^\]]*\]", re.IGNORECASE | re.DOTALL)
 _EMPHASIS = re.compile(r"(?<![\w_])_([^_\n]+?)_(?![\w_])")
+_RULE = re.compile(r"_{2,}")  # blanks and table rules: "the sum of ____ for each"
 _MIN_CHAPTER_WORDS = 10
 
 
@@ -101,10 +102,11 @@ def normalize_text(text: str) -> str:
 
 
 def clean_paragraph(text: str) -> str:
-    """One paragraph as a single line: emphasis underscores and illustration tags removed,
+    """One paragraph as a single line: emphasis underscores, ``____`` rules and illustration tags removed,
     whitespace collapsed, NFC. Returns "" when no letter or digit remains (e.g. ``* * *``)."""
     text = _ILLUSTRATION.sub(" ", unicodedata.normalize("NFC", text))
     text = _EMPHASIS.sub(r"\1", text)
+    text = _RULE.sub(" ", text)
     text = " ".join(text.split())
     return text if any(ch.isalnum() for ch in text) else ""
 
