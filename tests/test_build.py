@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from userlibri.cli import cli
 from userlibri.data import librispeech as ls
 from userlibri.data.align import AlignConfig, BookIndex, in_spans, merge_spans
-from userlibri.data.report import format_report, leakage, stream_ngrams
+from userlibri.data.report import format_report, leakage, lines_sharing_ngrams, stream_ngrams
 from userlibri.data.userlibri import BuildConfig, book_chapters, book_sentences, build, process_books
 from userlibri.errors import AudioError, ConfigError, DataFormatError, UserLibriError
 
@@ -140,11 +140,22 @@ def test_spans_helpers() -> None:
 def test_leakage_counts_ngrams_across_sentence_boundaries() -> None:
     lm = ["A B C D", "E F G H I", "Z"]
     grams = stream_ngrams(lm, 8)
-    # "B C D E F G H I" spans the first two LM sentences.
-    lk = leakage(["B C D E F G H I", "Q R S T U V W X", "SHORT ONE"], grams, 8)
+    # "B C D E F G H I" spans the first two LM sentences; the second text shares 7 words only;
+    # 8-grams must not span two test texts.
+    lk = leakage(["B C D E F G H I", "B C D E F G H Q", "SHORT ONE", "D E F G", "H I Z A"], grams)
     assert (lk.found, lk.total) == (1, 2)
     assert lk.share == 0.5
-    assert leakage([], grams, 8).share == 0.0
+    assert leakage([], grams).share == 0.0
+    # Unknown words never match; shorter orders work too.
+    assert (leakage(["NEW A B", "A B C"], stream_ngrams(lm, 2))).found == 3
+
+
+def test_lines_sharing_ngrams_within_lines_only() -> None:
+    lines = ["A B C D E", "F G H", "I J K L"]
+    assert lines_sharing_ngrams(lines, ["X B C D Y", "K L"], 3) == {0}
+    assert lines_sharing_ngrams(lines, ["E F G"], 3) == set()  # would span two lines
+    assert lines_sharing_ngrams(lines, ["J K L", "F G H"], 3) == {1, 2}
+    assert lines_sharing_ngrams([], ["A B C"], 3) == set()
 
 
 # ---------------------------------------------------------------- end to end on the fixture corpus

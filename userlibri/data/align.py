@@ -16,6 +16,9 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from userlibri.data.report import Vocab, ngram_hashes, sorted_member
 from userlibri.errors import ConfigError
 
 DEFAULT_ALIGN_NGRAM = 4
@@ -75,10 +78,6 @@ class ChapterMatch:
     reason: str = ""
 
 
-def _ngrams(words: Sequence[str], n: int) -> Iterable[tuple[str, ...]]:
-    return (tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-
-
 class BookIndex:
     """Word n-gram index over a book's normalised sentences (with optional book-chapter ids)."""
 
@@ -87,36 +86,29 @@ class BookIndex:
         sentences: Sequence[str],
         sentence_chapter: Sequence[int] | None = None,
         config: AlignConfig | None = None,
+        vocab: Vocab | None = None,
+        ids: np.ndarray | None = None,
     ) -> None:
+        """``vocab``/``ids``: the sentences already encoded as one stream (saves re-encoding)."""
         self.config = (config or AlignConfig()).validate()
         self.sentences = list(sentences)
         if sentence_chapter is not None and len(sentence_chapter) != len(self.sentences):
             raise ValueError("sentence_chapter must have one entry per sentence")
         self.sentence_chapter = list(sentence_chapter) if sentence_chapter is not None else None
         n = self.config.ngram
-        words: list[str] = []
-        owner: list[int] = []
-        for i, s in enumerate(self.sentences):
-            toks = s.split()
-            words.extend(toks)
-            owner.extend([i] * len(toks))
-        self._owner = owner
-        index: dict[tuple[str, ...], list[int]] = {}
-        for pos in range(len(words) - n + 1):
-            key = tuple(words[pos : pos + n])
-            lst = index.get(key)
-            if lst is None:
-                index[key] = [pos]
-            else:
-                lst.append(pos)
-        self._index = index
-        self._words = words
-        self._sent_start = [0] * (len(self.sentences) + 1)
-        acc = 0
-        for i, s in enumerate(self.sentences):
-            self._sent_start[i] = acc
-            acc += len(s.split())
-        self._sent_start[len(self.sentences)] = acc
+        if vocab is None or ids is None:
+            vocab = Vocab()
+            ids = vocab.encode(self.sentences, grow=True, sep=False)
+        self.vocab = vocab
+        self.ids = ids
+        lengths = np.fromiter(
+            (len(s.split()) for s in self.sentences), dtype=np.int64, count=len(self.sentences)
+        )
+        self._sent_start = np.concatenate([[0], np.cumsum(lengths)])
+        self.owner = np.repeat(np.arange(len(self.sentences)), lengths)  # sentence of each word
+        self._hashes, _, _ = ngram_hashes(ids, n)  # one per word position (n-grams cross sentences)
+        self._order = np.argsort(self._hashes, kind="stable")
+        self._sorted = self._hashes[self._order]
         self._chapter_bounds = self._chapter_ranges()
 
     def _chapter_ranges(self) -> dict[int, tuple[int, int]] | None:
@@ -129,73 +121,62 @@ class BookIndex:
             bounds[c] = (min(lo, i), max(hi, i + 1))
         return bounds
 
-    def span_ngrams(self, start: int, end: int) -> set[tuple[str, ...]]:
-        """The n-grams of the word stream of sentences [start, end)."""
-        w = self._words[self._sent_start[start] : self._sent_start[end]]
-        return set(_ngrams(w, self.config.ngram))
+    def _query(self, transcripts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Hashes of the transcripts' n-grams (within utterances) and whether each is known."""
+        h, crosses, unk = ngram_hashes(self.vocab.encode(transcripts, grow=False), self.config.ngram)
+        keep = ~crosses
+        return h[keep], ~unk[keep]
 
     def locate(self, chapter_id: str, transcripts: Sequence[str]) -> ChapterMatch:
         """Find the sentence span that ``transcripts`` (normalised utterances, in order) read."""
         cfg = self.config
-        n = cfg.ngram
-        grams: list[tuple[str, ...]] = []
-        for t in transcripts:
-            grams.extend(_ngrams(t.split(), n))
-        hits: list[tuple[int, float]] = []
-        for g in grams:
-            occ = self._index.get(g)
-            if occ is not None and len(occ) <= cfg.max_ngram_count:
-                w = 1.0 / len(occ)
-                hits.extend((self._owner[p], w) for p in occ)
-        if len(hits) < cfg.min_hits:
-            return self._miss(chapter_id, len(hits), len(grams), f"{len(hits)} n-gram hits < {cfg.min_hits}")
-        hits.sort()
-        clusters: list[list[float]] = []  # [lo, hi, weight, count]
-        for s, w in hits:
-            if clusters and s - clusters[-1][1] <= cfg.max_gap:
-                clusters[-1][1] = s
-                clusters[-1][2] += w
-                clusters[-1][3] += 1
-            else:
-                clusters.append([s, s, w, 1])
-        best = max(range(len(clusters)), key=lambda i: (clusters[i][2], -i))
-        total = sum(c[2] for c in clusters)
-        lo_i = hi_i = best
-        need = max(cfg.min_hits, 0.05 * total)
+        q, known = self._query(transcripts)
+        num = len(q)
+        qk = q[known]
+        left = np.searchsorted(self._sorted, qk, side="left")
+        right = np.searchsorted(self._sorted, qk, side="right")
+        count = right - left
+        sel = (count >= 1) & (count <= cfg.max_ngram_count)
+        left, count = left[sel], count[sel]
+        total = int(count.sum())
+        if total < cfg.min_hits:
+            return self._miss(chapter_id, total, num, f"{total} n-gram hits < {cfg.min_hits}")
+        starts = np.repeat(left, count) + (np.arange(total) - np.repeat(np.cumsum(count) - count, count))
+        sent = self.owner[self._order[starts]]
+        weight = np.repeat(1.0 / count, count)
+        order = np.argsort(sent, kind="stable")
+        sent, weight = sent[order], weight[order]
+        breaks = np.flatnonzero(np.diff(sent) > cfg.max_gap) + 1
+        lo_idx = np.concatenate([[0], breaks])
+        hi_idx = np.concatenate([breaks, [len(sent)]])
+        c_lo, c_hi = sent[lo_idx], sent[hi_idx - 1]
+        c_w = np.add.reduceat(weight, lo_idx)
+        c_n = hi_idx - lo_idx
+        best = int(np.argmax(c_w))  # the first on a tie
+        need = max(cfg.min_hits, 0.05 * float(c_w.sum()))
 
         def good(i: int) -> bool:
-            return clusters[i][3] >= need or clusters[i][2] >= need
+            return c_n[i] >= need or c_w[i] >= need
 
-        while lo_i > 0 and clusters[lo_i][0] - clusters[lo_i - 1][1] <= cfg.merge_gap and good(lo_i - 1):
-            lo_i -= 1
-        while (
-            hi_i < len(clusters) - 1
-            and clusters[hi_i + 1][0] - clusters[hi_i][1] <= cfg.merge_gap
-            and good(hi_i + 1)
-        ):
-            hi_i += 1
-        start, end = int(clusters[lo_i][0]), int(clusters[hi_i][1]) + 1
-        nhits = int(sum(c[3] for c in clusters[lo_i : hi_i + 1]))
-        span = self.span_ngrams(start, end)
-        coverage = sum(1 for g in grams if g in span) / len(grams) if grams else 0.0
+        a = b = best
+        while a > 0 and c_lo[a] - c_hi[a - 1] <= cfg.merge_gap and good(a - 1):
+            a -= 1
+        while b < len(c_lo) - 1 and c_lo[b + 1] - c_hi[b] <= cfg.merge_gap and good(b + 1):
+            b += 1
+        start, end = int(c_lo[a]), int(c_hi[b]) + 1
+        nhits = int(c_n[a : b + 1].sum())
+        span = np.sort(self._span_hashes(start, end))
+        coverage = float((sorted_member(span, q) & known).sum()) / num if num else 0.0
         if coverage < cfg.min_coverage:
-            return ChapterMatch(
-                chapter_id,
-                False,
-                start,
-                end,
-                -1,
-                -1,
-                coverage,
-                nhits,
-                len(grams),
-                "",
-                f"coverage {coverage:.2f} < {cfg.min_coverage}",
-            )
+            reason = f"coverage {coverage:.2f} < {cfg.min_coverage}"
+            return ChapterMatch(chapter_id, False, start, end, -1, -1, coverage, nhits, num, "", reason)
         cut_start, cut_end, how = self._widen(start, end)
-        return ChapterMatch(
-            chapter_id, True, start, end, cut_start, cut_end, coverage, nhits, len(grams), how
-        )
+        return ChapterMatch(chapter_id, True, start, end, cut_start, cut_end, coverage, nhits, num, how)
+
+    def _span_hashes(self, start: int, end: int) -> np.ndarray:
+        """Hashes of the n-grams that start and end within sentences [start, end)."""
+        lo, hi = int(self._sent_start[start]), int(self._sent_start[end]) - self.config.ngram + 1
+        return self._hashes[lo : max(lo, hi)]
 
     def _miss(self, chapter_id: str, hits: int, ngrams: int, reason: str) -> ChapterMatch:
         return ChapterMatch(chapter_id, False, -1, -1, -1, -1, 0.0, hits, ngrams, "", reason)

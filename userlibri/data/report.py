@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from userlibri.constants import DEFAULT_LEAKAGE_NGRAM
 
 
@@ -26,29 +28,133 @@ class Leakage:
         return self.found / self.total if self.total else 0.0
 
 
-def word_ngrams(words: Sequence[str], n: int) -> Iterable[tuple[str, ...]]:
-    """Contiguous word n-grams of ``words``."""
-    return (tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+# n-grams are compared as 64-bit polynomial hashes of per-process word ids (numpy, no tuples):
+# a collision needs two distinct n-grams with equal hashes, odds ~ (#n-grams)^2 / 2^64.
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+SEP = -1  # separates texts: no n-gram spans it
+UNK = -2  # a word the vocabulary has not seen: its n-grams can match nothing
 
 
-def stream_ngrams(lines: Iterable[str], n: int = DEFAULT_LEAKAGE_NGRAM) -> set[tuple[str, ...]]:
+class Vocab:
+    """Word -> small int ids, shared by everything compared within one process."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def encode(self, texts: Iterable[str], grow: bool = True, sep: bool = True) -> np.ndarray:
+        """Ids of the words of ``texts``; with ``sep`` a ``SEP`` after each text; unknown words
+        are ``UNK`` unless ``grow`` adds them."""
+        ids = self._ids
+        out: list[int] = []
+        if grow:
+            add = ids.setdefault
+            for t in texts:
+                out.extend([add(w, len(ids)) for w in t.split()])
+                if sep:
+                    out.append(SEP)
+        else:
+            get = ids.get
+            for t in texts:
+                out.extend([get(w, UNK) for w in t.split()])
+                if sep:
+                    out.append(SEP)
+        return np.asarray(out, dtype=np.int64)
+
+
+def sorted_member(sorted_hashes: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``q[i] in sorted_hashes`` for every i (``sorted_hashes`` sorted ascending)."""
+    if len(sorted_hashes) == 0 or len(q) == 0:
+        return np.zeros(len(q), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_hashes, q), len(sorted_hashes) - 1)
+    return sorted_hashes[pos] == q
+
+
+def ngram_hashes(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every window of ``n`` ids: its hash, whether it crosses a ``SEP`` (invalid) and
+    whether it holds an ``UNK``. Arrays of length ``max(0, len(ids) - n + 1)``."""
+    m = len(ids) - n + 1
+    if m <= 0:
+        empty = np.zeros(0, dtype=np.uint64)
+        return empty, np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+    vals = (ids + 3).astype(np.uint64)
+    h = np.zeros(m, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            h = h * _MULT + vals[k : k + m]
+    sep = np.concatenate([[0], np.cumsum(ids == SEP)])
+    unk = np.concatenate([[0], np.cumsum(ids == UNK)])
+    crosses = (sep[n:] - sep[:m]) > 0
+    has_unk = (unk[n:] - unk[:m]) > 0
+    return h, crosses, has_unk
+
+
+class StreamNgrams:
+    """The set of word n-grams of ``lines`` read as one word stream (crossing line ends)."""
+
+    def __init__(
+        self, lines: Iterable[str], n: int = DEFAULT_LEAKAGE_NGRAM, vocab: Vocab | None = None
+    ) -> None:
+        vocab = vocab or Vocab()
+        self._init(vocab.encode(lines, grow=True, sep=False), n, vocab)
+
+    @classmethod
+    def from_ids(cls, ids: np.ndarray, n: int, vocab: Vocab) -> StreamNgrams:
+        """From a word-id stream already encoded with ``vocab``."""
+        obj = cls.__new__(cls)
+        obj._init(ids, n, vocab)
+        return obj
+
+    def _init(self, ids: np.ndarray, n: int, vocab: Vocab) -> None:
+        self.n = n
+        self.vocab = vocab
+        h, cross, _ = ngram_hashes(ids, n)
+        self.hashes = np.sort(h[~cross])
+
+    def leakage(self, test_texts: Iterable[str]) -> Leakage:
+        """How many of the n-grams within each of ``test_texts`` are in this set."""
+        h, crosses, has_unk = ngram_hashes(self.vocab.encode(test_texts, grow=False), self.n)
+        valid = ~crosses
+        hit = sorted_member(self.hashes, h) & valid & ~has_unk
+        return Leakage(int(hit.sum()), int(valid.sum()))
+
+
+def stream_ngrams(lines: Iterable[str], n: int = DEFAULT_LEAKAGE_NGRAM) -> StreamNgrams:
     """All n-grams of the concatenated word stream of ``lines``."""
-    words: list[str] = []
-    for line in lines:
-        words.extend(line.split())
-    return set(word_ngrams(words, n))
+    return StreamNgrams(lines, n)
 
 
-def leakage(
-    test_texts: Iterable[str], lm_ngrams: set[tuple[str, ...]], n: int = DEFAULT_LEAKAGE_NGRAM
-) -> Leakage:
-    """How many of the test texts' n-grams (within each text) are in ``lm_ngrams``."""
-    found = total = 0
-    for t in test_texts:
-        for g in word_ngrams(t.split(), n):
-            total += 1
-            found += g in lm_ngrams
-    return Leakage(found, total)
+def leakage(test_texts: Iterable[str], lm: StreamNgrams) -> Leakage:
+    """How many of the test texts' n-grams (within each text) occur in the LM text ``lm``."""
+    return lm.leakage(test_texts)
+
+
+def text_ngram_hashes(texts: Iterable[str], n: int, vocab: Vocab) -> np.ndarray:
+    """Sorted hashes of the n-grams within each of ``texts`` whose words ``vocab`` knows."""
+    h, cross, unk = ngram_hashes(vocab.encode(texts, grow=False), n)
+    return np.sort(h[~cross & ~unk])
+
+
+def rows_sharing_ngrams(ids: np.ndarray, row: np.ndarray, wanted: np.ndarray, n: int) -> np.ndarray:
+    """Distinct values of ``row`` (the line of each word of the stream ``ids``) whose line holds,
+    within itself, an n-gram whose hash is in the sorted array ``wanted``."""
+    h, cross, unk = ngram_hashes(ids, n)
+    if len(h) == 0:
+        return np.zeros(0, dtype=np.int64)
+    same_row = row[: len(h)] == row[n - 1 :]
+    hit = sorted_member(wanted, h) & ~cross & ~unk & same_row
+    return np.unique(row[: len(h)][hit])
+
+
+def lines_sharing_ngrams(lines: Sequence[str], texts: Iterable[str], n: int) -> set[int]:
+    """Indices of ``lines`` that contain (within the line) an n-gram of one of ``texts``."""
+    vocab = Vocab()
+    ids = vocab.encode(lines, grow=True, sep=False)
+    row = np.repeat(np.arange(len(lines)), [len(s.split()) for s in lines]).astype(np.int64)
+    wanted = text_ngram_hashes(texts, n, vocab)
+    return {int(i) for i in rows_sharing_ngrams(ids, row, wanted, n)}
 
 
 def summary(values: Sequence[float]) -> dict[str, float]:

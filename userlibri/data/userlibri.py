@@ -31,14 +31,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from userlibri.constants import DEFAULT_LEAKAGE_NGRAM, DEFAULT_SAMPLE_RATE, TEST_SPLITS
 from userlibri.data import librispeech as ls
-from userlibri.data.align import AlignConfig, BookIndex, ChapterMatch, in_spans, merge_spans
+from userlibri.data.align import AlignConfig, BookIndex, ChapterMatch
 from userlibri.data.books import CHAPTER_MARK, Book, Chapter
 from userlibri.data.manifest import Utterance, write_manifest
-from userlibri.data.report import leakage, stream_ngrams, summary, word_ngrams
+from userlibri.data.report import StreamNgrams, Vocab, rows_sharing_ngrams, summary, text_ngram_hashes
 from userlibri.errors import AudioError, ConfigError, DataFormatError, UserLibriError
 from userlibri.fsio import atomic_path, write_json_atomic, write_text_atomic
 
@@ -174,7 +175,9 @@ def process_book(job: BookJob) -> BookResult:
     if not sents:
         res.skip_reason = f"{job.path}: no sentences after stripping and normalisation"
         return res
-    index = BookIndex(sents, owner, job.align)
+    vocab = Vocab()
+    ids = vocab.encode(sents, grow=True, sep=False)
+    index = BookIndex(sents, owner, job.align, vocab=vocab, ids=ids)
     cuts = []
     for cid in sorted(job.test_chapters):
         norm = [t for t in (normalize_transcript(x) for x in job.test_chapters[cid]) if t]
@@ -182,27 +185,29 @@ def process_book(job: BookJob) -> BookResult:
         res.matches.append(m)
         if m.located:
             cuts.append((m.cut_start, m.cut_end))
-    spans = merge_spans(cuts)
-    kept = [s for i, s in enumerate(sents) if not in_spans(i, spans)]
-    res.removed_by_chapters = len(sents) - len(kept)
+    keep = np.ones(len(sents), dtype=bool)
+    for lo, hi in cuts:
+        keep[lo:hi] = False
+    res.removed_by_chapters = int((~keep).sum())
     n = job.leakage_ngram
     users_norm = {
         u: [t for t in (normalize_transcript(x) for x in texts) if t] for u, texts in job.users.items()
     }
     if job.ngram_filter:
-        before = stream_ngrams(kept, n)
-        res.leakage_before_filter = {u: _lk(leakage(t, before, n)) for u, t in users_norm.items()}
-        test_grams: set[tuple[str, ...]] = set()
-        for texts in job.test_chapters.values():
-            for t in texts:
-                test_grams.update(word_ngrams(normalize_transcript(t).split(), n))
-        filtered = [s for s in kept if not any(g in test_grams for g in word_ngrams(s.split(), n))]
-        res.removed_by_filter = len(kept) - len(filtered)
-        kept = filtered
-    after = stream_ngrams(kept, n)
-    res.leakage = {u: _lk(leakage(t, after, n)) for u, t in users_norm.items()}
+        word_keep = keep[index.owner]
+        before = StreamNgrams.from_ids(ids[word_keep], n, vocab)
+        res.leakage_before_filter = {u: _lk(before.leakage(t)) for u, t in users_norm.items()}
+        tests = [normalize_transcript(t) for texts in job.test_chapters.values() for t in texts]
+        drop = rows_sharing_ngrams(
+            ids[word_keep], index.owner[word_keep], text_ngram_hashes(tests, n, vocab), n
+        )
+        res.removed_by_filter = len(drop)
+        keep[drop] = False
+    after = StreamNgrams.from_ids(ids[keep[index.owner]], n, vocab)
+    res.leakage = {u: _lk(after.leakage(t)) for u, t in users_norm.items()}
     if not job.ngram_filter:
         res.leakage_before_filter = dict(res.leakage)
+    kept = [s for s, k in zip(sents, keep.tolist(), strict=True) if k]
     res.sentences = kept
     if not kept:
         res.skip_reason = f"{job.path}: no sentences left after removing the read chapters"
