@@ -64,7 +64,7 @@ _PUNCT_MAP = str.maketrans(
     }
 )
 # Non-ASCII runs folded by unidecode; currency symbols are kept for the currency rule.
-_NON_ASCII = re.compile(r"[^\x00-\x7f\u00a3\u20ac\u00a5]+")
+_NON_ASCII = re.compile(r"[^\x00-\x7f\u00a3\u20ac\u00a5\ud800-\udfff]+")
 
 # ---------------------------------------------------------------------------------------------------------
 # Raw-stage abbreviations (need the period or the letter case)
@@ -135,6 +135,12 @@ _NUMBER_RE = re.compile(
     r"(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(\s?%)?(?=(\s+(?:" + _UNITS + r")\b)?)", re.ASCII | re.IGNORECASE
 )
 _DECIMAL_ONLY_RE = re.compile(r"(?<![\w.])\.(\d+)\b", re.ASCII)
+# Lower-case unit abbreviations, expanded only after a number ("550,000 lbs.").
+_UNIT_ABBREVS = {
+    "lbs": "POUNDS", "lb": "POUND", "oz": "OUNCES", "cwt": "HUNDREDWEIGHT", "yds": "YARDS", "yd": "YARDS",
+    "ft": "FEET", "in": "INCHES", "hrs": "HOURS", "mins": "MINUTES",
+}
+_UNIT_RE = re.compile(r"(\d)\s*(lbs|lb|oz|cwt|yds|yd|ft|hrs|mins|in(?=\.\s*[a-z,;]))\.", re.ASCII)
 _DIGIT_NAMES = ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
 _FRACTION_NAMES = {2: ("HALF", "HALVES"), 4: ("QUARTER", "QUARTERS")}
 
@@ -298,6 +304,7 @@ def _expand_numbers(text: str) -> str:
         text = _SHILLINGS_RE.sub(_shillings, text)
     text = _ORDINAL_RE.sub(_ordinal, text)
     if "." in text:
+        text = _UNIT_RE.sub(lambda m: f"{m.group(1)} {_UNIT_ABBREVS[m.group(2)]} ", text)
         text = _DECIMAL_ONLY_RE.sub(lambda m: " POINT " + _digits(m.group(1)) + " ", text)
     return _NUMBER_RE.sub(_number, text)
 
@@ -308,12 +315,16 @@ def _expand_numbers(text: str) -> str:
 _TOKEN_ABBREV = {
     "MR": "MISTER", "MRS": "MISSUS", "DR": "DOCTOR", "ST": "SAINT", "ETC": "ET CETERA", "MESSRS": "MESSIEURS",
 }
-_HEADING_WORDS = frozenset(
-    {"CHAPTER", "BOOK", "PART", "VOLUME", "SECTION", "CANTO", "ACT", "SCENE", "STAVE", "LETTER", "PSALM",
-     "ARTICLE", "APPENDIX", "LECTURE", "SERMON", "EPISODE", "CHAP", "VOL"}
+# A roman numeral after a strong heading word is a number anywhere in the text ("as in Chapter XIV we saw");
+# after a weak one ("the letter V", "the book I read", "the part I played") only when the heading word opens
+# the text or follows another numeral ("ACT I SCENE II"). A bare "I" is a number only after the words in
+# _I_HEADING_WORDS or after a heading word that opens the text ("BOOK I").
+_STRONG_HEADING_WORDS = frozenset(
+    {"CHAPTER", "CHAP", "VOLUME", "VOL", "SECTION", "CANTO", "STAVE", "PSALM", "ARTICLE", "APPENDIX",
+     "LECTURE", "SERMON", "EPISODE"}
 )
-# After these a bare "I" is a numeral; after the others ("the book I read") only at the end of the text or
-# before another heading word ("ACT I SCENE II").
+_WEAK_HEADING_WORDS = frozenset({"BOOK", "PART", "ACT", "SCENE", "LETTER"})
+_HEADING_WORDS = _STRONG_HEADING_WORDS | _WEAK_HEADING_WORDS
 _I_HEADING_WORDS = frozenset({"CHAPTER", "CHAP", "CANTO", "STAVE", "PSALM"})
 _REGNAL_NAMES = frozenset(
     {"GEORGE", "HENRY", "EDWARD", "WILLIAM", "JAMES", "CHARLES", "RICHARD", "LOUIS", "ELIZABETH", "MARY",
@@ -359,9 +370,10 @@ def _roman_in_context(tokens: list[str], i: int) -> str | None:
         return None
     prev = tokens[i - 1]
     if prev in _HEADING_WORDS:
-        if tok != "I" or prev in _I_HEADING_WORDS or i + 1 == len(tokens) or tokens[i + 1] in _HEADING_WORDS:
-            return cardinal_words(value)
-        return None
+        opens = i == 1 or roman_to_int(tokens[i - 2]) is not None
+        if tok == "I":
+            return cardinal_words(value) if prev in _I_HEADING_WORDS or opens else None
+        return cardinal_words(value) if prev in _STRONG_HEADING_WORDS or opens else None
     if prev in _REGNAL_NAMES and tok != "I":
         return "THE " + ordinal_words(value)
     return None
