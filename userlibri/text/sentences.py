@@ -5,7 +5,7 @@ it: paragraphs separated by blank lines, hard-wrapped lines inside them) and ret
 unnormalised, in order.
 
 Why our own splitter and not pysbd or syntok: the LM-text build splits ~10M words, and the target is over
-1M words a minute on one core. Measured on 20k words of Austen (``benchmarks/text_throughput.py --compare``,
+1M words a minute on one core. Measured on 20k words of Austen (``benchmarks/text_throughput.py``,
 CPU time, one core): pysbd 0.3.4 ~28k words/s, syntok 1.4.4 ~135k words/s, this module ~1.8M words/s.
 Quality is no reason to pay that either: pysbd keeps whole multi-sentence quotations as one "sentence"
 (fine for its purpose, poor for one-sentence-a-line LM text) and, like syntok, merges heading lines into
