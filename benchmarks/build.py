@@ -113,7 +113,9 @@ def make_users(books: list[tuple[str, str, list]], n_users: int, seed: int) -> l
                     w if rng.random() > 0.04 else rng.choice(("UH", "THE", "A", "AND"))
                     for w in words[pos : pos + step]
                 ]
-                utts.append(" ".join(w for w in seg if rng.random() > 0.02))
+                text = " ".join(w for w in seg if rng.random() > 0.02)
+                if text:
+                    utts.append(text)
                 pos += step
             chs.append((str(300000 + u * 10 + k), utts))
         users.append({"speaker": speaker, "book": book_id, "split": split, "chapters": chs})
