@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from userlibri.constants import DEFAULT_LEAKAGE_NGRAM
+
+if TYPE_CHECKING:  # build types, without importing the builder at run time
+    from userlibri.data.librispeech import LibriUtterance
+    from userlibri.data.userlibri import BookResult, BuildConfig
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,97 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         "median": round(float(statistics.median(values)), 3),
         "min": round(float(min(values)), 3),
         "max": round(float(max(values)), 3),
+    }
+
+
+def build_report(
+    cfg: BuildConfig,
+    users: Mapping[tuple[str, str], list[tuple[LibriUtterance, str, float]]],
+    results: Mapping[str, BookResult],
+    skipped: Mapping[str, int],
+    timing: Mapping[str, float],
+) -> dict:
+    """The build report: per split and per user statistics, per book chapter matches, leakage,
+    skip counts and timing. ``users`` maps (split, user id) to (utterance, book, duration) rows."""
+    per_user = []
+    for (split, uid), rows in users.items():
+        b = rows[0][1]
+        r = results[b]
+        found, total = r.leakage.get(f"{split}/{uid}", (0, 0))
+        bfound, btotal = r.leakage_before_filter.get(f"{split}/{uid}", (0, 0))
+        per_user.append(
+            {
+                "user": uid,
+                "split": split,
+                "speaker": rows[0][0].speaker_id,
+                "book": b,
+                "utterances": len(rows),
+                "duration_s": round(sum(x[2] for x in rows), 2),
+                "lm_sentences": len(r.sentences),
+                "lm_words": sum(len(s.split()) for s in r.sentences),
+                "leakage": round(found / total, 6) if total else 0.0,
+                "leak_found": found,
+                "leak_total": total,
+                "leakage_before_filter": round(bfound / btotal, 6) if btotal else 0.0,
+            }
+        )
+    splits = {}
+    for split in cfg.splits:
+        us = [u for u in per_user if u["split"] == split]
+        splits[split] = {
+            "users": len(us),
+            "utterances": sum(u["utterances"] for u in us),
+            "utterances_per_user": summary([u["utterances"] for u in us]),
+            "sentences_per_user": summary([u["lm_sentences"] for u in us]),
+            "words_per_user": summary([u["lm_words"] for u in us]),
+            "leakage_max": max((u["leakage"] for u in us), default=0.0),
+        }
+    worst = max(per_user, key=lambda u: (u["leakage"], u["leak_found"]), default=None)
+    matches = [m for r in results.values() for m in r.matches]
+    located = [m for m in matches if m.located]
+    books = []
+    for b, r in results.items():
+        books.append(
+            {
+                "book": b,
+                "book_chapters": r.book_chapters,
+                "book_sentences": r.book_sentences,
+                "removed_by_chapters": r.removed_by_chapters,
+                "removed_by_filter": r.removed_by_filter,
+                "lm_sentences": len(r.sentences),
+                "seconds": round(r.seconds, 3),
+                "skip_reason": r.skip_reason,
+                "chapters": [asdict(m) for m in r.matches],
+            }
+        )
+    cfg_d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    cfg_d["splits"] = list(cfg.splits)
+    return {
+        "config": cfg_d,
+        "splits": splits,
+        "users": per_user,
+        "books": books,
+        "alignment": {
+            "chapters": len(matches),
+            "located": len(located),
+            "not_located": len(matches) - len(located),
+            "coverage_mean": round(sum(m.coverage for m in located) / len(located), 4) if located else 0.0,
+            "coverage_min": round(min((m.coverage for m in located), default=0.0), 4),
+        },
+        "leakage": {
+            "ngram": cfg.leakage_ngram,
+            "mean": round(sum(u["leakage"] for u in per_user) / len(per_user), 6) if per_user else 0.0,
+            "max": worst["leakage"] if worst else 0.0,
+            "mean_before_filter": round(sum(u["leakage_before_filter"] for u in per_user) / len(per_user), 6)
+            if per_user
+            else 0.0,
+            "worst_user": {k: worst[k] for k in ("user", "split", "leak_found", "leak_total")}
+            | {"share": worst["leakage"], "found": worst["leak_found"], "total": worst["leak_total"]}
+            if worst
+            else None,
+        },
+        "skipped": dict(sorted(skipped.items())),
+        "timing": dict(timing),
     }
 
 

@@ -27,8 +27,8 @@ import re
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from userlibri.data import librispeech as ls
 from userlibri.data.align import AlignConfig, BookIndex, ChapterMatch
 from userlibri.data.books import CHAPTER_MARK, Book, Chapter
 from userlibri.data.manifest import Utterance, write_manifest
-from userlibri.data.report import StreamNgrams, Vocab, rows_sharing_ngrams, summary, text_ngram_hashes
+from userlibri.data.report import StreamNgrams, Vocab, build_report, rows_sharing_ngrams, text_ngram_hashes
 from userlibri.errors import AudioError, ConfigError, DataFormatError, UserLibriError
 from userlibri.fsio import atomic_path, write_json_atomic, write_text_atomic
 
@@ -219,15 +219,33 @@ def _lk(x) -> tuple[int, int]:
     return (x.found, x.total)
 
 
-def process_books(jobs: Sequence[BookJob], num_workers: int = DEFAULT_BUILD_WORKERS) -> dict[str, BookResult]:
-    """Run ``process_book`` over ``jobs`` (largest first, ``num_workers`` processes)."""
+def process_books(
+    jobs: Sequence[BookJob], num_workers: int = DEFAULT_BUILD_WORKERS, progress: bool | None = None
+) -> dict[str, BookResult]:
+    """Run ``process_book`` over ``jobs`` (largest first, ``num_workers`` processes).
+
+    ``progress``: a tqdm bar on stderr (None: only when stderr is a terminal).
+    """
+    from tqdm import tqdm
+
     order = sorted(jobs, key=lambda j: (-_size(j.path), j.book_id))
-    if num_workers <= 1 or len(order) <= 1:
-        results = [process_book(j) for j in order]
-    else:
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(min(num_workers, len(order))) as pool:
-            results = list(pool.imap(process_book, order, chunksize=1))
+    bar = tqdm(
+        total=len(order), desc="books", unit="book", disable=None if progress is None else not progress
+    )
+    results = []
+    try:
+        if num_workers <= 1 or len(order) <= 1:
+            for j in order:
+                results.append(process_book(j))
+                bar.update()
+        else:
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+            with ctx.Pool(min(num_workers, len(order))) as pool:
+                for r in pool.imap(process_book, order, chunksize=1):
+                    results.append(r)
+                    bar.update()
+    finally:
+        bar.close()
     return {r.book_id: r for r in sorted(results, key=lambda r: r.book_id)}
 
 
@@ -502,7 +520,7 @@ def build(cfg: BuildConfig) -> dict:
         for split in cfg.splits:
             write_manifest(tmp / MANIFEST_DIR / f"{split}.jsonl", manifests.get(split, []), relative=True)
         t_write = time.perf_counter() - t2
-        report = _report(
+        report = build_report(
             cfg,
             kept_users,
             results,
@@ -516,92 +534,3 @@ def build(cfg: BuildConfig) -> dict:
         )
         write_json_atomic(tmp / REPORT, report)
     return report
-
-
-def _report(
-    cfg: BuildConfig,
-    users: Mapping[tuple[str, str], list[tuple[ls.LibriUtterance, str, float]]],
-    results: Mapping[str, BookResult],
-    skipped: Mapping[str, int],
-    timing: Mapping[str, float],
-) -> dict:
-    per_user = []
-    for (split, uid), rows in users.items():
-        b = rows[0][1]
-        r = results[b]
-        found, total = r.leakage.get(f"{split}/{uid}", (0, 0))
-        bfound, btotal = r.leakage_before_filter.get(f"{split}/{uid}", (0, 0))
-        per_user.append(
-            {
-                "user": uid,
-                "split": split,
-                "speaker": rows[0][0].speaker_id,
-                "book": b,
-                "utterances": len(rows),
-                "duration_s": round(sum(x[2] for x in rows), 2),
-                "lm_sentences": len(r.sentences),
-                "lm_words": sum(len(s.split()) for s in r.sentences),
-                "leakage": round(found / total, 6) if total else 0.0,
-                "leak_found": found,
-                "leak_total": total,
-                "leakage_before_filter": round(bfound / btotal, 6) if btotal else 0.0,
-            }
-        )
-    splits = {}
-    for split in cfg.splits:
-        us = [u for u in per_user if u["split"] == split]
-        splits[split] = {
-            "users": len(us),
-            "utterances": sum(u["utterances"] for u in us),
-            "utterances_per_user": summary([u["utterances"] for u in us]),
-            "sentences_per_user": summary([u["lm_sentences"] for u in us]),
-            "words_per_user": summary([u["lm_words"] for u in us]),
-            "leakage_max": max((u["leakage"] for u in us), default=0.0),
-        }
-    worst = max(per_user, key=lambda u: (u["leakage"], u["leak_found"]), default=None)
-    matches = [m for r in results.values() for m in r.matches]
-    located = [m for m in matches if m.located]
-    books = []
-    for b, r in results.items():
-        books.append(
-            {
-                "book": b,
-                "book_chapters": r.book_chapters,
-                "book_sentences": r.book_sentences,
-                "removed_by_chapters": r.removed_by_chapters,
-                "removed_by_filter": r.removed_by_filter,
-                "lm_sentences": len(r.sentences),
-                "seconds": round(r.seconds, 3),
-                "skip_reason": r.skip_reason,
-                "chapters": [asdict(m) for m in r.matches],
-            }
-        )
-    cfg_d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
-    cfg_d["splits"] = list(cfg.splits)
-    return {
-        "config": cfg_d,
-        "splits": splits,
-        "users": per_user,
-        "books": books,
-        "alignment": {
-            "chapters": len(matches),
-            "located": len(located),
-            "not_located": len(matches) - len(located),
-            "coverage_mean": round(sum(m.coverage for m in located) / len(located), 4) if located else 0.0,
-            "coverage_min": round(min((m.coverage for m in located), default=0.0), 4),
-        },
-        "leakage": {
-            "ngram": cfg.leakage_ngram,
-            "mean": round(sum(u["leakage"] for u in per_user) / len(per_user), 6) if per_user else 0.0,
-            "max": worst["leakage"] if worst else 0.0,
-            "mean_before_filter": round(sum(u["leakage_before_filter"] for u in per_user) / len(per_user), 6)
-            if per_user
-            else 0.0,
-            "worst_user": {k: worst[k] for k in ("user", "split", "leak_found", "leak_total")}
-            | {"share": worst["leakage"], "found": worst["leak_found"], "total": worst["leak_total"]}
-            if worst
-            else None,
-        },
-        "skipped": dict(sorted(skipped.items())),
-        "timing": dict(timing),
-    }
