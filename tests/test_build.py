@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from userlibri.cli import cli
 from userlibri.data import librispeech as ls
 from userlibri.data.align import AlignConfig, BookIndex, in_spans, merge_spans
+from userlibri.data.books import Book, BookCorpus
 from userlibri.data.report import format_report, leakage, lines_sharing_ngrams, stream_ngrams
 from userlibri.data.userlibri import BuildConfig, book_chapters, book_sentences, build, process_books
 from userlibri.errors import AudioError, ConfigError, DataFormatError, UserLibriError
@@ -277,6 +278,14 @@ def test_books_dir_option(tmp_path: Path) -> None:
     shutil.copy(BOOK, books / "9001.txt")
     report = build(_cfg(root, tmp_path / "o", books_dir=books))
     assert report["alignment"]["located"] == 2
+    # A book cache (``corpora fetch`` output, "## " chapter headings) works as --books-dir too.
+    cache = BookCorpus.create(tmp_path / "cache")
+    chapters = book_chapters(BOOK.read_text(encoding="utf-8"), "9001")
+    cache.add(Book("9001", "The Lighthouse Keeper's Daughter", "A. Fixture", tuple(chapters)))
+    report = build(_cfg(root, tmp_path / "o2", books_dir=cache.root))
+    assert report["alignment"]["located"] == 2 and report["books"][0]["book_chapters"] == 5
+    lm = (tmp_path / "o2" / "lm_data" / "9001_lm_train.txt").read_text(encoding="utf-8")
+    assert lm == (tmp_path / "o" / "lm_data" / "9001_lm_train.txt").read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------- bad input
@@ -291,11 +300,19 @@ def test_missing_audio_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kw", "needle"), [({"rate": 8000}, "sample rate 16000 Hz, found 8000"), ({"channels": 2}, "1 channel")]
+    ("kw", "needle"),
+    [
+        ({"rate": 8000}, "sample rate 16000 Hz, found 8000"),
+        ({"channels": 2}, "1 channel"),
+        ({}, "3005-5002-0001.flac: expected a readable flac file"),
+    ],
 )
 def test_wrong_audio_format_is_an_error(tmp_path: Path, kw, needle) -> None:
     root = make_corpus(tmp_path)
-    _flac(ls.audio_path(root, "test-other", "3005-5002-0001"), **kw)
+    if kw:
+        _flac(ls.audio_path(root, "test-other", "3005-5002-0001"), **kw)
+    else:
+        ls.audio_path(root, "test-other", "3005-5002-0001").write_bytes(b"not a flac file at all")
     with pytest.raises(AudioError, match=needle):
         build(_cfg(root, tmp_path / "o"))
 

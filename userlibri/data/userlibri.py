@@ -314,20 +314,21 @@ def _scan(cfg: BuildConfig) -> _Scan:
     skipped: dict[str, int] = defaultdict(int)
     utts: dict[str, list[tuple[ls.LibriUtterance, str, float]]] = {}
     missing_audio: list[Path] = []
-    warned: set[str] = set()
+    warned_ch: set[str] = set()
+    warned_spk: set[str] = set()
     for split in cfg.splits:
         rows = []
         for u in ls.iter_split(root, split):
             ch = chapters.get(u.chapter_id)
             if ch is None:
-                if u.chapter_id not in warned:
+                if u.chapter_id not in warned_ch:
                     log.warning(
                         "%s: chapter %s is not in %s; skipping its utterances",
                         split,
                         u.chapter_id,
                         ls.CHAPTERS_FILE,
                     )
-                    warned.add(u.chapter_id)
+                    warned_ch.add(u.chapter_id)
                     skipped["chapters_without_metadata"] += 1
                 skipped["utterances_without_chapter_metadata"] += 1
                 continue
@@ -338,9 +339,9 @@ def _scan(cfg: BuildConfig) -> _Scan:
                     f"(as in {split}/{u.speaker_id}/{u.chapter_id})",
                     f"READER {ch.speaker_id}",
                 )
-            if speakers is not None and u.speaker_id not in speakers and u.speaker_id not in warned:
+            if speakers is not None and u.speaker_id not in speakers and u.speaker_id not in warned_spk:
                 log.warning("speaker %s is not in %s", u.speaker_id, ls.SPEAKERS_FILE)
-                warned.add(u.speaker_id)
+                warned_spk.add(u.speaker_id)
             if not u.audio_path.is_file():
                 missing_audio.append(u.audio_path)
                 continue
