@@ -1,0 +1,574 @@
+"""``userlibri synth``: a synthesized speech corpus in the exact LibriSpeech layout, read from books.
+
+Planning (deterministic for a seed, independent of ``jobs``): each split's readers get a base voice,
+a book and a perturbation; each reader reads ``chapters_per_reader`` distinct chapters of their
+book (readers of one book never share a chapter); chapters are cut into 5-20 s utterances at
+sentence boundaries (a sentence longer than the limit is split at commas, else at the word limit).
+A LibriSpeech "user" is (speaker, book).
+
+Synthesis runs one chapter per worker task: TTS at the voice's native rate, then sox (speed, pitch,
+tempo, reverb, gain, resample to 16 kHz mono), then numpy noise at an SNR from a per-utterance
+seed, then 16-bit FLAC. Utterances whose synthesis fails or gives empty audio are skipped and
+counted. Everything is written into a temporary directory that replaces ``out`` at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import resource
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from userlibri.constants import ALL_SPLITS
+from userlibri.data import librispeech as ls
+from userlibri.data.audio import write_flac
+from userlibri.data.books import Book, BookCorpus
+from userlibri.data.perturb import Reader, render
+from userlibri.data.synth_config import SplitConfig, SynthConfig
+from userlibri.data.tts import VoiceSpec, check_voices, get_voice, load_engine
+from userlibri.errors import ConfigError, ExternalToolError, UserLibriError
+from userlibri.fsio import atomic_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SYNTH_JSON = "synth.json"
+_CLAUSE_RE = re.compile(r"(?<=[,;:])\s+")
+_EST_MARGIN = 0.08
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from a stable hash of ``parts`` (unlike ``hash``, the same in every process)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+# ------------------------------------------------------------------ plan
+
+
+@dataclass(frozen=True)
+class PlannedUtterance:
+    utt_id: str
+    tts_text: str  # raw sentence text, numbers and abbreviations spelled out
+    transcript: str  # normalize_transcript of the raw text
+    est_seconds: float
+
+
+@dataclass(frozen=True)
+class PlannedChapter:
+    chapter_id: str
+    reader: Reader
+    book_id: str
+    chapter_index: int
+    title: str
+    utterances: tuple[PlannedUtterance, ...]
+
+
+@dataclass(frozen=True)
+class SynthPlan:
+    config: SynthConfig
+    readers: tuple[Reader, ...]
+    chapters: tuple[PlannedChapter, ...]
+    project_ids: dict[str, str]
+    dropped_short: int
+
+
+def _default_splitter() -> Callable[[str], list[str]]:
+    from userlibri.text.sentences import split_sentences
+
+    return split_sentences
+
+
+def _default_normalizer() -> Callable[[str], str]:
+    from userlibri.text.normalize import normalize_transcript
+
+    return normalize_transcript
+
+
+def _split_long(sentence: str, estimate: Callable[[str], float], max_seconds: float) -> list[str]:
+    """Pieces of at most ``max_seconds``: cut at commas/semicolons/colons where possible, else
+    into equal runs of words."""
+    pieces: list[str] = []
+    cur = ""
+    for clause in _CLAUSE_RE.split(sentence):
+        if cur and estimate(f"{cur} {clause}") > max_seconds:
+            pieces.append(cur)
+            cur = ""
+        if estimate(clause) > max_seconds:
+            words = clause.split()
+            n = min(len(words), int(np.ceil(estimate(clause) / max_seconds)))
+            while n < len(words) and any(
+                estimate(" ".join(c)) > max_seconds for c in np.array_split(words, n)
+            ):
+                n += 1
+            chunks = [" ".join(c) for c in np.array_split(words, n)]
+            pieces.extend(chunks[:-1])
+            cur = chunks[-1]
+        else:
+            cur = f"{cur} {clause}" if cur else clause
+    if cur:
+        pieces.append(cur)
+    return pieces
+
+
+def cut_utterances(
+    sentences: Sequence[str],
+    estimate: Callable[[str], float],
+    min_seconds: float,
+    max_seconds: float,
+    rng: np.random.Generator,
+) -> tuple[list[str], int]:
+    """Group consecutive sentences into utterances of ``min_seconds``-``max_seconds`` (by the
+    ``estimate`` of a text's spoken duration). Returns the texts and how many too-short leftovers
+    were dropped.
+
+    An utterance closes at a sentence boundary once it reaches a target length drawn uniformly from
+    [min, max]; a sentence longer than ``max_seconds`` is split at commas or at the word limit; a
+    short leftover joins the utterance before it when that stays within ``max_seconds``.
+    """
+    units: list[str] = []
+    for s in sentences:
+        s = " ".join(s.split())
+        if s:
+            units.extend(_split_long(s, estimate, max_seconds) if estimate(s) > max_seconds else [s])
+    out: list[str] = []
+    dropped = 0
+    cur = ""
+    target = rng.uniform(min_seconds, max_seconds)
+    contiguous = False  # does ``cur`` directly follow ``out[-1]``?
+
+    def flush() -> None:
+        nonlocal cur, target, dropped, contiguous
+        if cur:
+            if estimate(cur) >= min_seconds:
+                out.append(cur)
+                contiguous = True
+            elif contiguous and estimate(f"{out[-1]} {cur}") <= max_seconds:
+                out[-1] = f"{out[-1]} {cur}"
+            else:
+                dropped += 1
+                contiguous = False
+        cur = ""
+        target = rng.uniform(min_seconds, max_seconds)
+
+    for u in units:
+        if cur and estimate(f"{cur} {u}") > max_seconds:
+            flush()
+        cur = f"{cur} {u}" if cur else u
+        if estimate(cur) >= target:
+            flush()
+    flush()
+    return out, dropped
+
+
+_TRAIL_PUNCT = ",;:!?"
+
+
+def speakable_text(raw: str, normalize: Callable[[str], str]) -> str:
+    """The text fed to the TTS: ``raw`` with every token whose normalised form is not simply its
+    letters (numbers, currency, abbreviations, ``&c.``) replaced by that spelled-out form, so the
+    engine says what the transcript says. Falls back to the lower-cased transcript if the two
+    still disagree."""
+    transcript = normalize(raw)
+    tokens = raw.split()
+    out = []
+    for i, tok in enumerate(tokens):
+        spoken = normalize(tok)
+        letters = re.sub(r"[^\w']+", "", tok).strip("'").upper()
+        if spoken == letters:
+            out.append(tok)
+            continue
+        tail = "".join(c for c in tok[-1:] if c in _TRAIL_PUNCT or (c == "." and i == len(tokens) - 1))
+        if spoken:
+            out.append(spoken.lower() + tail)
+    text = " ".join(out)
+    return text if normalize(text) == transcript else transcript.lower()
+
+
+def _voice_index(i: int, n_books: int, n_voices: int) -> int:
+    """Reader ``i`` reads book ``i % n_books`` with this voice: readers 0..n_voices-1 take each voice
+    once, and the voice shifts by one after every lcm(n_books, n_voices) readers, so that every
+    (book, voice) pair is read before any repeats."""
+    return (i % n_voices + i // math.lcm(n_books, n_voices)) % n_voices
+
+
+def _draw_reader(
+    cfg: SynthConfig, split: str, idx: int, scfg: SplitConfig, speaker_id: str, book_id: str
+) -> Reader:
+    voice = scfg.voices[_voice_index(idx, len(scfg.books), len(scfg.voices))]
+    rng = np.random.default_rng(stable_seed(cfg.seed, "reader", split, idx))
+    p = cfg.perturbation
+    kw: dict[str, Any] = {}
+    # Draw every value in a fixed order so that switching one option does not shift the others.
+    speed, pitch, tempo, gain = (rng.uniform(*r) for r in (p.speed, p.pitch_cents, p.tempo, p.gain_db))
+    snr, reverb, room = (rng.uniform(*r) for r in (p.snr_db, p.reverberance, p.room_scale))
+    color = p.noise_colors[int(rng.integers(len(p.noise_colors)))]
+    first_of_voice = idx < len(scfg.voices)
+    if scfg.perturb and not first_of_voice:
+        kw.update(speed=round(speed, 3), pitch_cents=round(pitch), tempo=round(tempo, 3))
+    if scfg.perturb:
+        kw["gain_db"] = round(gain, 1)
+    if scfg.noise:
+        kw.update(snr_db=round(snr, 1), noise_color=color)
+    if scfg.reverb:
+        kw.update(reverberance=round(reverb), room_scale=round(room))
+    return Reader(speaker_id, split, voice, book_id, get_voice(voice).sex, **kw)
+
+
+def _unique_ids(seed: int, what: str, n: int, lo: int, hi: int) -> list[str]:
+    rng = np.random.default_rng(stable_seed(seed, what))
+    if n > hi - lo:
+        raise ConfigError(f"too many {what}: {n} > {hi - lo}")
+    return [str(int(x)) for x in rng.choice(np.arange(lo, hi), size=n, replace=False)]
+
+
+def plan_synth(
+    cfg: SynthConfig,
+    corpus: BookCorpus,
+    splitter: Callable[[str], list[str]] | None = None,
+    normalize: Callable[[str], str] | None = None,
+) -> SynthPlan:
+    """Decide every reader, chapter and utterance. Deterministic for ``cfg.seed``."""
+    cfg.validate()
+    splitter = splitter or _default_splitter()
+    normalize = normalize or _default_normalizer()
+    splits = [s for s in ALL_SPLITS if s in cfg.splits]
+    all_books = sorted({b for s in splits for b in cfg.splits[s].books})
+    missing = [b for b in all_books if b not in corpus.entries]
+    if missing:
+        raise ConfigError(
+            f"books {missing} are not in the corpus at {corpus.root}; it has {', '.join(corpus.book_ids())}"
+        )
+    books = {b: corpus.load(b) for b in all_books}
+    # Chapters long enough to read, shuffled once per book; readers of a book take them in turn.
+    free: dict[str, list[int]] = {}
+    for b, book in books.items():
+        idx = [i for i, ch in enumerate(book.chapters) if ch.num_words >= cfg.min_chapter_words]
+        rng = np.random.default_rng(stable_seed(cfg.seed, "chapters", b))
+        free[b] = [idx[i] for i in rng.permutation(len(idx))]
+    n_readers = sum(cfg.splits[s].readers for s in splits)
+    speaker_ids = _unique_ids(cfg.seed, "speakers", n_readers, 100, 10000)
+    n_chapters = sum(cfg.splits[s].readers * cfg.splits[s].chapters_per_reader for s in splits)
+    chapter_ids = iter(_unique_ids(cfg.seed, "chapters", n_chapters, 10000, 1000000))
+    project_ids = dict(
+        zip(all_books, _unique_ids(cfg.seed, "projects", len(all_books), 1000, 30000), strict=True)
+    )
+
+    readers: list[Reader] = []
+    chapters: list[PlannedChapter] = []
+    dropped = 0
+    sid_iter = iter(speaker_ids)
+    for split in splits:
+        scfg = cfg.splits[split]
+        for i in range(scfg.readers):
+            book_id = scfg.books[i % len(scfg.books)]
+            reader = _draw_reader(cfg, split, i, scfg, next(sid_iter), book_id)
+            readers.append(reader)
+            voice, rate = get_voice(reader.voice), reader.speed * reader.tempo
+
+            def estimate(text: str, voice: VoiceSpec = voice, rate: float = rate) -> float:
+                return voice.estimate_seconds(text, rate)
+
+            budget = scfg.minutes_per_reader * 60.0 if scfg.minutes_per_reader > 0 else float("inf")
+            for _ in range(scfg.chapters_per_reader):
+                if budget <= 0:
+                    break
+                if not free[book_id]:
+                    raise ConfigError(
+                        f"book {book_id} has too few chapters with >= {cfg.min_chapter_words} words for "
+                        f"the readers assigned to it; lower chapters_per_reader or readers, or add books"
+                    )
+                ch_idx = free[book_id].pop(0)
+                ch = books[book_id].chapters[ch_idx]
+                chapter_id = next(chapter_ids)
+                rng = np.random.default_rng(stable_seed(cfg.seed, "cut", chapter_id))
+                sentences = [s for para in ch.paragraphs for s in splitter(para)]
+                # Plan inside [min, max] by a margin: the estimate is off by ~4% (sd) per utterance.
+                lo, hi = cfg.min_seconds * (1 + _EST_MARGIN), cfg.max_seconds * (1 - _EST_MARGIN)
+                texts, n_drop = cut_utterances(sentences, estimate, lo, hi, rng)
+                dropped += n_drop
+                utts: list[PlannedUtterance] = []
+                for raw in texts:
+                    if scfg.max_utterances_per_chapter and len(utts) >= scfg.max_utterances_per_chapter:
+                        break
+                    if budget <= 0:
+                        break
+                    transcript = normalize(raw)
+                    if not transcript:
+                        continue
+                    est = estimate(raw)
+                    budget -= est
+                    uid = f"{reader.speaker_id}-{chapter_id}-{len(utts):04d}"
+                    utts.append(
+                        PlannedUtterance(uid, speakable_text(raw, normalize), transcript, round(est, 2))
+                    )
+                if utts:
+                    chapters.append(
+                        PlannedChapter(chapter_id, reader, book_id, ch_idx, ch.title, tuple(utts))
+                    )
+    _check_disjoint(readers)
+    return SynthPlan(cfg, tuple(readers), tuple(chapters), project_ids, dropped)
+
+
+def _check_disjoint(readers: Sequence[Reader]) -> None:
+    by_split: dict[str, set[str]] = defaultdict(set)
+    for r in readers:
+        by_split[r.split].add(r.speaker_id)
+    seen: dict[str, str] = {}
+    for split, ids in by_split.items():
+        for sid in ids:
+            if sid in seen:
+                raise UserLibriError(f"reader {sid} planned in {seen[sid]} and in {split}")
+            seen[sid] = split
+    keys = [(r.voice, r.speed, r.pitch_cents, r.tempo, r.gain_db, r.snr_db, r.reverberance) for r in readers]
+    if len(set(keys)) != len(keys):
+        raise UserLibriError("two planned readers have the same voice and perturbation")
+
+
+# ------------------------------------------------------------------ workers
+
+
+@dataclass(frozen=True)
+class UttResult:
+    utt_id: str
+    seconds: float  # 0 when failed
+    error: str = ""
+
+
+def synth_chapter(chapter: PlannedChapter, out_root: str, sample_rate: int, seed: int) -> list[UttResult]:
+    """Synthesize one planned chapter into ``out_root/<split>/<spk>/<ch>/`` (flac only)."""
+    reader = chapter.reader
+    engine = load_engine(reader.voice)
+    out_dir = Path(out_root) / reader.split / reader.speaker_id / chapter.chapter_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[UttResult] = []
+    with tempfile.TemporaryDirectory(prefix="userlibri-tts-") as tmp:
+        items = [(u.tts_text, Path(tmp) / f"{u.utt_id}.wav") for u in chapter.utterances]
+        errors = engine.synthesize_batch(items)
+        for u, (_, wav), err in zip(chapter.utterances, items, errors, strict=True):
+            if err is None:
+                try:
+                    audio = render(wav, reader, sample_rate, stable_seed(seed, "utt", u.utt_id))
+                    write_flac(out_dir / f"{u.utt_id}{ls.AUDIO_SUFFIX}", audio, sample_rate)
+                    results.append(UttResult(u.utt_id, audio.size / sample_rate))
+                    continue
+                except (ExternalToolError, subprocess.TimeoutExpired) as e:
+                    err = str(e)
+            log.warning("%s: skipped (%s)", u.utt_id, err)
+            results.append(UttResult(u.utt_id, 0.0, err))
+    return results
+
+
+# ------------------------------------------------------------------ outputs
+
+
+def gutenberg_text(book: Book) -> str:
+    """The whole book as a Gutenberg-like plain text: header, START marker, chapter headings,
+    paragraphs wrapped at 70 columns, END marker."""
+    upper = book.title.upper()
+    lines = [
+        f"The Project Gutenberg EBook of {book.title}, by {book.author}",
+        "",
+        f"Title: {book.title}",
+        "",
+        f"Author: {book.author}",
+        "",
+        f"*** START OF THIS PROJECT GUTENBERG EBOOK {upper} ***",
+        "",
+        "",
+    ]
+    for ch in book.chapters:
+        lines += ["", "", ch.title, "", ""]
+        for p in ch.paragraphs:
+            lines += textwrap.wrap(p, width=70, break_long_words=False, break_on_hyphens=False) + [""]
+    lines += ["", "", f"*** END OF THIS PROJECT GUTENBERG EBOOK {upper} ***", ""]
+    return "\r\n".join(lines)
+
+
+def _write_metadata(root: Path, plan: SynthPlan, results: dict[str, UttResult], corpus: BookCorpus) -> None:
+    seconds_by_chapter: dict[str, float] = defaultdict(float)
+    seconds_by_speaker: dict[str, float] = defaultdict(float)
+    chapters: list[ls.ChapterInfo] = []
+    used_books: set[str] = set()
+    for ch in plan.chapters:
+        ok = {u.utt_id: u.transcript for u in ch.utterances if results[u.utt_id].seconds > 0}
+        if not ok:
+            shutil.rmtree(root / ch.reader.split / ch.reader.speaker_id / ch.chapter_id, ignore_errors=True)
+            continue
+        secs = sum(results[u].seconds for u in ok)
+        seconds_by_chapter[ch.chapter_id] = secs
+        seconds_by_speaker[ch.reader.speaker_id] += secs
+        ls.write_transcripts(
+            ls.transcript_path(root, ch.reader.split, ch.reader.speaker_id, ch.chapter_id), ok
+        )
+        entry = corpus.entries[ch.book_id]
+        used_books.add(ch.book_id)
+        chapters.append(
+            ls.ChapterInfo(
+                ch.chapter_id,
+                ch.reader.speaker_id,
+                secs / 60,
+                ch.reader.split,
+                plan.project_ids[ch.book_id],
+                ch.book_id,
+                ch.title,
+                entry.title,
+            )
+        )
+    speakers = [
+        ls.SpeakerInfo(r.speaker_id, r.sex, r.split, seconds_by_speaker[r.speaker_id] / 60, r.name)
+        for r in plan.readers
+        if r.speaker_id in seconds_by_speaker
+    ]
+    ls.write_speakers(root / ls.SPEAKERS_FILE, speakers)
+    ls.write_chapters(root / ls.CHAPTERS_FILE, chapters)
+    books = [ls.BookInfo(b, corpus.entries[b].title, corpus.entries[b].author) for b in sorted(used_books)]
+    ls.write_books(root / ls.BOOKS_FILE, books)
+    for b in sorted(used_books):
+        path = ls.book_text_path(root, b)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(gutenberg_text(corpus.load(b)), encoding="utf-8", newline="")
+
+
+def summarize(plan: SynthPlan, results: dict[str, UttResult]) -> dict[str, dict[str, Any]]:
+    """Per split: readers, books, users, utterances, failed, hours (of audio written)."""
+    out: dict[str, dict[str, Any]] = {}
+    for split in [s for s in ALL_SPLITS if s in plan.config.splits]:
+        chs = [c for c in plan.chapters if c.reader.split == split]
+        utts = [results[u.utt_id] for c in chs for u in c.utterances]
+        ok = [r for r in utts if r.seconds > 0]
+        users = {(c.reader.speaker_id, c.book_id) for c in chs}
+        out[split] = {
+            "readers": len({c.reader.speaker_id for c in chs}),
+            "books": len({c.book_id for c in chs}),
+            "users": len(users),
+            "voices": sorted({c.reader.voice for c in chs}),
+            "utterances": len(ok),
+            "failed": len(utts) - len(ok),
+            "hours": round(sum(r.seconds for r in ok) / 3600, 4),
+            "mean_seconds": round(float(np.mean([r.seconds for r in ok])), 2) if ok else 0.0,
+        }
+    return out
+
+
+# ------------------------------------------------------------------ driver
+
+
+def synthesize_corpus(
+    cfg: SynthConfig,
+    books_dir: str | Path,
+    out: str | Path,
+    jobs: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Plan and synthesize the corpus into ``out`` (atomically); return the ``synth.json`` content."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise UserLibriError(f"{out}: already exists; pass --overwrite to replace it")
+    jobs = jobs or os.cpu_count() or 1
+    if jobs < 1:
+        raise ConfigError(f"jobs: expected >= 1, found {jobs}")
+    corpus = BookCorpus.open(books_dir)
+    plan = plan_synth(cfg, corpus)
+    voices = sorted({r.voice for r in plan.readers})
+    check_voices(voices)
+    if shutil.which("sox") is None:
+        raise ExternalToolError("expected the program 'sox' on PATH, found none; apt-get install sox")
+    t_plan = time.perf_counter() - t0
+    n_utts = sum(len(c.utterances) for c in plan.chapters)
+    log.info("planned %d readers, %d chapters, %d utterances", len(plan.readers), len(plan.chapters), n_utts)
+
+    results: dict[str, UttResult] = {}
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        t1, cpu1 = time.perf_counter(), _cpu_seconds()
+        _run_workers(plan, tmp, jobs, progress, results, n_utts)
+        t_synth, cpu_synth = time.perf_counter() - t1, _cpu_seconds() - cpu1
+        failed_voices = [
+            v
+            for v in voices
+            if not any(
+                results[u.utt_id].seconds > 0
+                for c in plan.chapters
+                if c.reader.voice == v
+                for u in c.utterances
+            )
+        ]
+        if failed_voices:
+            raise ExternalToolError(
+                f"voices {failed_voices} produced no audio at all; see the warnings above"
+            )
+        _write_metadata(tmp, plan, results, corpus)
+        stats = summarize(plan, results)
+        audio_s = sum(r.seconds for r in results.values())
+        info = {
+            "config": cfg.to_dict(),
+            "voices": {v: asdict(get_voice(v)) for v in voices},
+            "readers": [asdict(r) | {"name": r.name} for r in plan.readers],
+            "splits": stats,
+            "dropped_short_pieces": plan.dropped_short,
+            "failed": sorted(u for u, r in results.items() if r.seconds == 0),
+            "timings": {
+                "jobs": jobs,
+                "plan_s": round(t_plan, 2),
+                "synth_s": round(t_synth, 2),
+                "total_s": round(time.perf_counter() - t0, 2),
+                "audio_hours": round(audio_s / 3600, 4),
+                "cpu_s": round(cpu_synth, 2),
+                "x_real_time": round(audio_s / max(t_synth, 1e-9), 1),
+                # Audio seconds per CPU second (workers, TTS and sox together): the speed one core
+                # gives when the machine is not shared; multiply by free cores for wall-clock speed.
+                "x_real_time_per_cpu": round(audio_s / max(cpu_synth, 1e-9), 1),
+            },
+        }
+        write_json_atomic(tmp / SYNTH_JSON, info)
+    return info
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished (waited-for) children and their children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _run_workers(
+    plan: SynthPlan, root: Path, jobs: int, progress: bool, results: dict[str, UttResult], total: int
+) -> None:
+    from tqdm import tqdm
+
+    sr, seed = plan.config.sample_rate, plan.config.seed
+    # Longest chapters first: a better balance across workers (the output does not depend on order).
+    order = sorted(plan.chapters, key=lambda c: -sum(u.est_seconds for u in c.utterances))
+    bar = tqdm(total=total, unit="utt", desc="synth", disable=not progress)
+    try:
+        if jobs == 1:
+            for ch in order:
+                for r in synth_chapter(ch, str(root), sr, seed):
+                    results[r.utt_id] = r
+                bar.update(len(ch.utterances))
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(synth_chapter, ch, str(root), sr, seed): ch for ch in order}
+                for fut in as_completed(futures):
+                    for r in fut.result():
+                        results[r.utt_id] = r
+                    bar.update(len(futures[fut].utterances))
+    finally:
+        bar.close()
