@@ -93,16 +93,18 @@ def available_accountants() -> tuple[str, ...]:
 def _quiet_opacus() -> Iterator[None]:
     # Opacus' RDP analysis warns for every low order that does not converge; the order is then
     # simply excluded from the minimum, so the warnings carry no information for our users.
-    log = logging.getLogger("opacus.accountants.analysis.rdp")
-    root_opacus = logging.getLogger("opacus")
-    old = (log.level, root_opacus.level)
-    log.setLevel(logging.ERROR)
-    root_opacus.setLevel(logging.ERROR)
+    # (dp-accounting logs the same through absl.)
+    loggers = [logging.getLogger(n) for n in ("opacus.accountants.analysis.rdp", "opacus", "absl")]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
     finally:
-        log.setLevel(old[0])
-        root_opacus.setLevel(old[1])
+        for lg, level in zip(loggers, old, strict=True):
+            lg.setLevel(level)
 
 
 def _opacus_accountant(kind: str) -> AccountantFn:
@@ -139,7 +141,8 @@ def _dp_accounting_accountant(kind: str) -> AccountantFn:
             int(steps),
         )
         acc.compose(event)
-        return float(acc.get_epsilon(delta))
+        with _quiet_opacus():
+            return float(acc.get_epsilon(delta))
 
     return fn
 
