@@ -397,3 +397,24 @@ def test_cli_prints_summary(corpus, tmp_path):
     assert res.exit_code == 0, res.output
     assert re.search(r"test-clean\s+2\s+2\s+2\s+2\s+0\s+0\.\d+", res.output)
     assert json.loads((tmp_path / "o" / "synth.json").read_text())["config"]["seed"] == 5
+
+
+def test_render_applies_the_reader_perturbation(tmp_path):
+    from userlibri.data.perturb import Reader, render
+
+    wav = tmp_path / "raw.wav"
+    tts.load_engine("flite:kal16").synthesize("The quiet vicar walked slowly to the harbour.", wav)
+    base = Reader("1", "test-clean", "flite:kal16", "11", "M")
+    clean = render(wav, base, 16000, utt_seed=1)
+    fast = render(wav, Reader("1", "test-clean", "flite:kal16", "11", "M", speed=1.25), 16000, utt_seed=1)
+    assert len(fast) / len(clean) == pytest.approx(1 / 1.25, rel=0.02)
+    quiet = render(wav, Reader("1", "t", "flite:kal16", "11", "M", gain_db=-6.0), 16000, utt_seed=1)
+    assert np.sqrt(np.mean(quiet**2)) / np.sqrt(np.mean(clean**2)) == pytest.approx(10 ** (-6 / 20), rel=0.02)
+    for color in ("white", "pink", "brown"):
+        noisy_reader = Reader("1", "t", "flite:kal16", "11", "M", snr_db=10.0, noise_color=color)
+        noisy = render(wav, noisy_reader, 16000, utt_seed=7)
+        assert np.array_equal(noisy, render(wav, noisy_reader, 16000, utt_seed=7))  # seeded
+        noise = noisy.astype(np.float64) - clean
+        snr = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean(noise**2))
+        assert snr == pytest.approx(10.0, abs=0.3)
+    assert not np.array_equal(render(wav, noisy_reader, 16000, 7), render(wav, noisy_reader, 16000, 8))

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 SYNTH_JSON = "synth.json"
 _CLAUSE_RE = re.compile(r"(?<=[,;:])\s+")
-_EST_MARGIN = 0.08
+_EST_MARGIN = 0.1
 
 
 def stable_seed(*parts: object) -> int:
