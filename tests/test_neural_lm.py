@@ -211,3 +211,73 @@ def test_onnx_scorer_does_not_import_torch(exported) -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_privacy_report() -> None:
+    from click.testing import CliRunner
+
+    from userlibri.cli.lm_neural import privacy_report
+
+    args = ["--noise-multiplier", "1.0", "--sample-rate", "0.125", "--steps", "40", "--delta", "1e-5"]
+    res = CliRunner().invoke(privacy_report, args)
+    assert res.exit_code == 0, res.output
+    assert "prv" in res.output and "6.59" in res.output
+    res = CliRunner().invoke(privacy_report, ["--noise-multiplier", "1.0", "--sample-rate", "0.1"])
+    assert res.exit_code != 0 and "exactly one of --steps and --epochs" in res.output
+
+
+@pytest.mark.slow
+def test_cli_train_and_personalize_write_lm_dirs(tok, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from userlibri.cli.lm_neural import neural_personalize, neural_train
+
+    bg, user, dev = tmp_path / "bg.txt", tmp_path / "user.txt", tmp_path / "dev.txt"
+    bg.write_text("\n".join(background(200)) + "\n")
+    user.write_text("\n".join(user_text(100)) + "\n")
+    dev.write_text("\n".join(user_text(10, seed=5)) + "\n")
+    tiny = ["--embed-dim", "8", "--hidden-dim", "16", "--threads", "1"]
+    res = CliRunner().invoke(
+        neural_train,
+        ["--input", str(bg), "--tokenizer", str(tok.path), "--out", str(tmp_path / "bglm"), *tiny],
+    )
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "user-lm"
+    res = CliRunner().invoke(
+        neural_personalize,
+        [
+            "--background",
+            str(tmp_path / "bglm"),
+            "--input",
+            str(user),
+            "--tokenizer",
+            str(tok.path),
+            "--out",
+            str(out),
+            "--privacy",
+            "dp-sgd",
+            "--noise-multiplier",
+            "1.0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "20",
+            "--dev",
+            str(dev),
+            "--threads",
+            "1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "epsilon" in res.output and "dev perplexity" in res.output
+    assert {p.name for p in out.iterdir()} == {
+        "lm.pt",
+        "lm.onnx",
+        "lm.int8.onnx",
+        "privacy.json",
+        "train.json",
+    }
+    report = accounting.PrivacyReport.load(out / "privacy.json")
+    assert report.mechanism == "dp-sgd" and report.steps == 5 and report.dataset_size == 100
+    lm = OnnxNeuralLM(out / "lm.int8.onnx", tok)
+    assert lm.meta.privacy is not None and lm.meta.privacy["noise_multiplier"] == 1.0

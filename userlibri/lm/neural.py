@@ -99,6 +99,10 @@ class TrainConfig:
             raise ConfigError(f"max_tokens: expected >= 2, found {self.max_tokens}")
 
 
+#: Fine-tuning defaults: fewer passes and a smaller learning rate than background training.
+PERSONALIZE_TRAIN = TrainConfig(epochs=2.0, lr=1e-3)
+
+
 class LstmLM(nn.Module):
     """Embedding -> LSTM -> (projection) -> logits. Shapes: tokens (B, T) -> logits (B, T, V);
     state ``(h, c)`` each (layers, B, hidden)."""
@@ -323,10 +327,14 @@ def personalize(
     model: LstmLM,
     user_sentences: Sequence[str],
     tokenizer: Tokenizer,
-    train_config: TrainConfig = TrainConfig(epochs=2.0, lr=1e-3),
-    privacy: PrivacyConfig = PrivacyConfig(),
+    train_config: TrainConfig | None = None,
+    privacy: PrivacyConfig | None = None,
 ) -> tuple[LstmLM, accounting.PrivacyReport]:
-    """Fine-tune a copy of ``model`` on one user's sentences; returns it and its privacy report."""
+    """Fine-tune a copy of ``model`` on one user's sentences; returns it and its privacy report.
+
+    Defaults: ``PERSONALIZE_TRAIN`` and no privacy."""
+    train_config = train_config or PERSONALIZE_TRAIN
+    privacy = privacy or PrivacyConfig()
     train_config.validate()
     privacy.validate()
     _set_threads(train_config)

@@ -140,8 +140,8 @@ def _dp_accounting_accountant(kind: str) -> AccountantFn:
             ),
             int(steps),
         )
-        acc.compose(event)
         with _quiet_opacus():
+            acc.compose(event)
             return float(acc.get_epsilon(delta))
 
     return fn
@@ -510,3 +510,26 @@ def dp_sgd_report(
 def no_privacy_report(dataset_size: int, steps: int = 0, epochs: float = 0.0) -> PrivacyReport:
     """A report for plain (non-private) training: no formal guarantee."""
     return PrivacyReport(mechanism="none", dataset_size=dataset_size, steps=steps, epochs=epochs)
+
+
+def privacy_table(
+    noise_multiplier: float,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    dataset_size: int | None = None,
+    accountants: Sequence[str] = REPORT_ACCOUNTANTS,
+) -> dict[str, Any]:
+    """Epsilon from every accountant plus the cross-check gaps (``privacy-report``'s table)."""
+    if dataset_size is not None:
+        check_delta(delta, dataset_size)
+    eps = all_epsilons(noise_multiplier, sample_rate, steps, delta, accountants)
+    return {
+        "noise_multiplier": noise_multiplier,
+        "sample_rate": sample_rate,
+        "steps": steps,
+        "delta": delta,
+        "dataset_size": dataset_size,
+        "epsilon": eps,
+        "cross_check": cross_check(eps),
+    }
