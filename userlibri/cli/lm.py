@@ -132,3 +132,13 @@ def ngram_cmd(
         f"{model.sentences} sentences, {model.words} {unit}s, {model.seconds:.2f} s"
         + (" (discount fallback)" if model.discount_fallback else "")
     )
+
+
+def _attach_neural() -> None:
+    from userlibri.cli.lm_neural import COMMANDS
+
+    for c in COMMANDS:
+        command.add_command(c)
+
+
+_attach_neural()

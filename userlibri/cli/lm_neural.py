@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from userlibri.lm.neural import (
+from userlibri.lm.neural_config import (
     DEFAULT_CLIP,
     DEFAULT_EMBED_DIM,
     DEFAULT_HIDDEN_DIM,
