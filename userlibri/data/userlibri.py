@@ -457,7 +457,7 @@ def build(cfg: BuildConfig) -> dict:
                     m.reason,
                 )
             else:
-                log.info(
+                log.debug(
                     "book %s: chapter %s -> sentences [%d, %d) coverage %.2f, removed [%d, %d) (%s)",
                     r.book_id,
                     m.chapter_id,
