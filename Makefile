@@ -21,6 +21,7 @@ test-all: setup
 	@$(PY) -m pytest -q -n 2 -p no:cacheprovider -m "" tests
 
 bench: setup
+	@$(USERLIBRI) corpora fetch
 	@$(PY) benchmarks/run_all.py
 
 lint: setup
