@@ -1,0 +1,265 @@
+"""Per-user n-gram LMs over a UserLibri release: a background LM, one LM per book, and their
+interpolation with a weight tuned on the user's held-out sentences.
+
+Output (``out``)::
+
+    background/ngram.{arpa,bin,json}   word n-gram on general text (SOTU + books no test user reads)
+    background/sources.json            which books went in, sentence and word counts
+    <book_id>/train.txt heldout.txt    the deterministic split of the book's LM text
+    <book_id>/ngram.{arpa,bin,json}    word n-gram on train.txt only
+    <book_id>/mix.{arpa,bin}           user + background, one ARPA (arpa_mix.py)
+    <book_id>/mix.json                 weights, held-out perplexities, counts, timings
+    <book_id>/privacy.json             mechanism "none": n-gram counts carry no DP guarantee
+    summary.json                       one row per book
+
+UserLibri users who read the same book share its LM text, so LMs are per book. Every directory
+is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from userlibri.constants import DEFAULT_CACHE_DIR
+from userlibri.errors import ConfigError, UserLibriError
+from userlibri.fsio import atomic_path, write_json_atomic, write_text_atomic
+from userlibri.lm import evaluate as ev
+from userlibri.lm.arpa_mix import ArpaModel, mix_arpa_files, read_arpa
+from userlibri.lm.ngram import DEFAULT_LMPLZ_MEMORY, DEFAULT_NGRAM_ORDER, NgramConfig, train_ngram
+from userlibri.privacy.accounting import PrivacyReport
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CORPUS_DIR = DEFAULT_CACHE_DIR / "corpora"
+#: Drop singleton 3- and 4-grams of the background LM: ~4x smaller, mixes ~4x faster.
+DEFAULT_BACKGROUND_PRUNE = (0, 0, 1, 1)
+BACKGROUND_DIR = "background"
+NGRAM_NAME = "ngram"
+MIX_NAME = "mix"
+NGRAM_PRIVACY_NOTE = (
+    "No differential privacy: an n-gram LM stores counts of its training text, so rare sentences "
+    "(names, numbers, any secret) can be read back from it. Train a DP neural LM for a guarantee. "
+    "UserLibri users who read the same book share this LM text."
+)
+
+
+@dataclass(frozen=True)
+class UserLMConfig:
+    """How per-user (per-book) n-gram LMs are built."""
+
+    order: int = DEFAULT_NGRAM_ORDER
+    heldout_every: int = ev.DEFAULT_HELDOUT_EVERY
+    min_train_sentences: int = ev.MIN_TRAIN_SENTENCES
+    background_prune: tuple[int, ...] = DEFAULT_BACKGROUND_PRUNE
+    memory: str = DEFAULT_LMPLZ_MEMORY
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` for impossible values."""
+        if self.heldout_every < 2:
+            raise ConfigError(f"heldout_every: expected >= 2, found {self.heldout_every}")
+        if self.min_train_sentences < 1:
+            raise ConfigError(f"min_train_sentences: expected >= 1, found {self.min_train_sentences}")
+        self.ngram_config().validate()
+        self.ngram_config(self.background_prune[: self.order]).validate()
+
+    def ngram_config(self, prune: tuple[int, ...] = ()) -> NgramConfig:
+        return NgramConfig(order=self.order, prune=prune, memory=self.memory)
+
+
+def user_books(dataset: Any) -> list[str]:
+    """Books read by the release's users or with LM text (sorted); ``dataset``: a ``Dataset``."""
+    books = set(dataset.lm_books())
+    for split in dataset.splits():
+        books.update(u.book for u in dataset.users(split))
+    return sorted(books, key=lambda s: (0, int(s)) if s.isdigit() else (1, s))
+
+
+def background_sentences(
+    corpus_dir: str | Path, exclude: Sequence[str], progress: bool = True
+) -> tuple[list[str], dict[str, int]]:
+    """Normalised sentences of every book in the corpus cache except ``exclude``, and the
+    sentence count per book."""
+    from userlibri.data.books import BookCorpus
+    from userlibri.data.userlibri import book_sentences
+
+    corpus = BookCorpus.open(corpus_dir)
+    ids = [b for b in corpus.book_ids() if b not in set(exclude)]
+    if not ids:
+        raise UserLibriError(
+            f"{corpus_dir}: no background text: every book ({', '.join(corpus.book_ids())}) is read by a "
+            "test user; fetch more with 'userlibri corpora fetch'"
+        )
+    out: list[str] = []
+    per_book: dict[str, int] = {}
+    for book_id in tqdm(ids, desc="background text", disable=not progress, leave=False):
+        sents, _ = book_sentences(corpus.load(book_id).chapters)
+        per_book[book_id] = len(sents)
+        out.extend(sents)
+    return out, per_book
+
+
+def build_background(
+    out_dir: str | Path,
+    corpus_dir: str | Path = DEFAULT_CORPUS_DIR,
+    exclude: Sequence[str] = (),
+    config: UserLMConfig = UserLMConfig(),
+    progress: bool = True,
+) -> Path:
+    """Train the background word n-gram into ``out_dir`` (atomically); returns its ARPA path."""
+    config.validate()
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    sents, per_book = background_sentences(corpus_dir, exclude, progress)
+    with atomic_path(out_dir) as tmp:
+        model = train_ngram(
+            sents, tmp, config.ngram_config(config.background_prune[: config.order]), name=NGRAM_NAME
+        )
+        write_json_atomic(
+            tmp / "sources.json",
+            {
+                "corpus": str(corpus_dir),
+                "books": per_book,
+                "excluded": sorted(exclude),
+                "sentences": model.sentences,
+                "words": model.words,
+                "counts": list(model.counts),
+                "seconds": time.perf_counter() - start,
+            },
+        )
+    log.info("background LM: %d sentences, %d words -> %s", model.sentences, model.words, out_dir)
+    return out_dir / f"{NGRAM_NAME}.arpa"
+
+
+def ngram_privacy_report(sentences: int) -> dict[str, Any]:
+    """``privacy.json`` of an n-gram LM: mechanism ``none``, saying there is no guarantee."""
+    report = PrivacyReport(mechanism="none", dataset_size=sentences, note=NGRAM_PRIVACY_NOTE)
+    report.validate()
+    return {**report.to_dict(), "model": "n-gram (lmplz modified Kneser-Ney counts)"}
+
+
+def build_book_lm(
+    book_id: str,
+    sentences: Sequence[str],
+    out_dir: str | Path,
+    background: ArpaModel,
+    background_binary: str | Path,
+    config: UserLMConfig = UserLMConfig(),
+) -> dict[str, Any]:
+    """One book's LM directory (see the module docstring); returns ``mix.json``'s content."""
+    config.validate()
+    out_dir = Path(out_dir)
+    split = ev.split_heldout(
+        sentences, config.heldout_every, config.min_train_sentences, what=f"LM text of book {book_id}"
+    )
+    start = time.perf_counter()
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        write_text_atomic(tmp / "train.txt", "\n".join(split.train) + "\n")
+        write_text_atomic(tmp / "heldout.txt", "\n".join(split.heldout) + "\n")
+        t0 = time.perf_counter()
+        user = train_ngram(split.train, tmp, config.ngram_config(), name=NGRAM_NAME)
+        ngram_seconds = time.perf_counter() - t0
+        tuned = ev.tune_mixture([user.binary, background_binary], split.heldout)
+        t0 = time.perf_counter()
+        mixed = mix_arpa_files(
+            [],
+            tuned.weights,
+            tmp / f"{MIX_NAME}.arpa",
+            tmp / f"{MIX_NAME}.bin",
+            models=[read_arpa(user.arpa), background],
+        )
+        mix_seconds = time.perf_counter() - t0
+        heldout = {
+            "background": ev.ngram_perplexity(background_binary, split.heldout).to_dict(),
+            "personal": ev.ngram_perplexity(user.binary, split.heldout).to_dict(),
+            "interpolated_exact": tuned.perplexity.to_dict(),
+            "interpolated": ev.ngram_perplexity(tmp / f"{MIX_NAME}.bin", split.heldout).to_dict(),
+        }
+        info = {
+            "book_id": book_id,
+            "models": ["ngram.arpa", str(background.path)],
+            "weights": list(tuned.weights),
+            "weight_user": tuned.weights[0],
+            "tuned_on": f"heldout.txt (EM, {tuned.iterations} iterations)",
+            "heldout_every": split.every,
+            "train_sentences": len(split.train),
+            "heldout_sentences": len(split.heldout),
+            "train_words": user.words,
+            "counts": {"personal": list(user.counts), "mix": list(mixed.counts)},
+            "heldout": heldout,
+            "seconds": {
+                "ngram": ngram_seconds,
+                "mix": mix_seconds,
+                "total": time.perf_counter() - start,
+            },
+        }
+        write_json_atomic(tmp / f"{MIX_NAME}.json", info)
+        write_json_atomic(tmp / "privacy.json", ngram_privacy_report(len(split.train)))
+    return info
+
+
+def build_user_lms(
+    dataset_root: str | Path,
+    out_dir: str | Path,
+    corpus_dir: str | Path = DEFAULT_CORPUS_DIR,
+    background_arpa: str | Path | None = None,
+    books: Sequence[str] | None = None,
+    config: UserLMConfig = UserLMConfig(),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Background LM (unless given) and every test user's book LM; writes ``summary.json``."""
+    from userlibri.data.dataset import Dataset
+
+    config.validate()
+    ds = Dataset(dataset_root)
+    out_dir = Path(out_dir)
+    all_books = user_books(ds)
+    chosen = list(books) if books else all_books
+    unknown = sorted(set(chosen) - set(ds.lm_books()))
+    if unknown:
+        raise UserLibriError(
+            f"{ds.lm_dir}: no LM text for book(s) {unknown}; have {', '.join(ds.lm_books()) or 'none'}"
+        )
+    if background_arpa is None:
+        background_arpa = build_background(out_dir / BACKGROUND_DIR, corpus_dir, all_books, config, progress)
+    background_arpa = Path(background_arpa)
+    bg_binary = background_arpa.with_suffix(".bin")
+    if not bg_binary.is_file():
+        bg_binary = background_arpa
+    background = read_arpa(background_arpa)
+    rows = []
+    for book_id in tqdm(chosen, desc="book LMs", disable=not progress):
+        info = build_book_lm(book_id, ds.lm_text(book_id), out_dir / book_id, background, bg_binary, config)
+        h = info["heldout"]
+        rows.append(
+            {
+                "book_id": book_id,
+                "weight_user": info["weight_user"],
+                **{f"ppl_{k}": v["perplexity"] for k, v in h.items()},
+                "seconds_ngram": info["seconds"]["ngram"],
+                "train_words": info["train_words"],
+            }
+        )
+        log.info(
+            "book %s: ppl background %.1f, personal %.1f, interpolated %.1f (weight %.3f)",
+            book_id,
+            h["background"]["perplexity"],
+            h["personal"]["perplexity"],
+            h["interpolated"]["perplexity"],
+            info["weight_user"],
+        )
+    summary = {
+        "dataset": str(ds.root),
+        "background": str(background_arpa),
+        "config": {**asdict(config), "background_prune": list(config.background_prune)},
+        "books": rows,
+    }
+    write_json_atomic(out_dir / "summary.json", summary)
+    return summary
