@@ -23,6 +23,7 @@ Implementation: n-grams are numpy rows of word ids, looked up through sorted 64-
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 LOG10_ZERO = -99.0
 #: Smallest left-over mass allowed when normalising a context (guards rounding).
 _MIN_MASS = 1e-12
+#: Models sharing less than this share of the smaller vocabulary are refused (different units).
+MIN_SHARED_VOCAB = 0.1
+SPECIALS = frozenset({"<s>", "</s>", "<unk>"})
 _HASH_MULT = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
      0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9,
@@ -201,6 +205,42 @@ def check_weights(weights: Sequence[float], n: int) -> tuple[float, ...]:
     return w
 
 
+def _sidecar_kind(path: Path) -> tuple[str | None, str | None]:
+    meta = path.with_suffix(".json")
+    if not meta.is_file():
+        return None, None
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataFormatError(meta, "JSON n-gram metadata", f"invalid JSON ({e})", line=e.lineno) from e
+    return data.get("kind"), data.get("tokenizer_id")
+
+
+def check_compatible(models: Sequence[ArpaModel], min_shared: float = MIN_SHARED_VOCAB) -> None:
+    """Refuse to mix models over different units: a word LM with a token LM (by their ``.json``
+    sidecars, when present), token LMs of different tokenizers, or vocabularies that barely
+    overlap (less than ``min_shared`` of the smaller one's words)."""
+    kinds = [_sidecar_kind(m.path) for m in models]
+    for (kind, tok), m in zip(kinds[1:], models[1:], strict=True):
+        k0, t0 = kinds[0]
+        if kind and k0 and (kind != k0 or (tok or None) != (t0 or None)):
+            raise UserLibriError(
+                f"vocabulary mismatch: {models[0].path} is {k0} (tokenizer {str(t0)[:12]}), "
+                f"{m.path} is {kind} (tokenizer {str(tok)[:12]}); mix LMs over the same units"
+            )
+    first = set(models[0].vocab) - SPECIALS
+    for m in models[1:]:
+        other = set(m.vocab) - SPECIALS
+        shared = len(first & other)
+        smaller = max(1, min(len(first), len(other)))
+        if shared / smaller < min_shared:
+            raise UserLibriError(
+                f"vocabulary mismatch: {models[0].path} ({len(first)} words) and {m.path} "
+                f"({len(other)} words) share only {shared} words (< {min_shared:.0%} of the smaller); "
+                "are they over the same units (words vs sentencepiece pieces)?"
+            )
+
+
 def _log10_mix(logps: list[np.ndarray], weights: Sequence[float]) -> np.ndarray:
     with np.errstate(divide="ignore"):
         total = sum(wt * np.power(10.0, lp) for wt, lp in zip(weights, logps, strict=True))
@@ -212,6 +252,7 @@ def mix_models(models: Sequence[ArpaModel], weights: Sequence[float]) -> MixResu
     if len(models) < 2:
         raise ConfigError(f"mixing needs at least 2 models, found {len(models)}")
     weights = check_weights(weights, len(models))
+    check_compatible(models)
     # Union vocabulary: the first model's order, then new words in each later model's order.
     vocab = list(models[0].vocab)
     index = dict(models[0].word_index())
