@@ -1,0 +1,425 @@
+"""What the decoders share: the search config, LM fusions, hypotheses and the prefix tree.
+
+Scores are natural logs. The decoder owns the fusion weights (DESIGN.md):
+``total = am + sum_i weight_i * lm_i + length_bonus * len(tokens)``, where each fusion ``i`` is a
+:class:`~userlibri.lm.base.LanguageModel` (an n-gram, a neural LM, an interpolation, a hotword
+context graph) of kind ``"lm"`` or ``"context"``. A :class:`Hypothesis` keeps the acoustic score,
+the raw (unweighted) LM and context scores and each fusion's own score apart.
+
+Internally both decoders grow a prefix tree of :class:`PrefixNode` objects. A node holds what
+depends only on its token sequence (LM states and scores); the LM score of extending a prefix by
+a token is computed once and cached in the parent (``children``), so a prefix that stays in the
+beam for many frames is never re-scored. What depends on the alignment (acoustic scores, frame
+timestamps) lives in the decoder state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from userlibri.errors import ConfigError, UserLibriError
+from userlibri.lm.base import LanguageModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BEAM = 10
+DEFAULT_LM_WEIGHT = 0.5
+DEFAULT_CONTEXT_WEIGHT = 1.0
+DEFAULT_LENGTH_BONUS = 0.0
+#: States scoring more than this below the best one (natural log) are dropped (as pyctcdecode).
+DEFAULT_BEAM_PRUNE = 10.0
+#: Tokens considered per frame (the most likely ones); 0 considers all.
+DEFAULT_TOKEN_TOPK = 16
+#: Tokens less likely than this (natural log) in a frame are not considered (as pyctcdecode).
+DEFAULT_MIN_TOKEN_LOGPROB = -5.0
+#: CTC: frames whose blank probability is above this only extend by blank or repeat (1.0: never).
+DEFAULT_BLANK_SKIP = 0.999
+#: Most new-token candidates per frame (the best by acoustic + prefix score) scored by the LMs,
+#: as a multiple of the beam (sherpa-onnx scores one beam's worth; 2 lost no accuracy in our tests).
+DEFAULT_ACTIVE_PER_BEAM = 2
+
+FUSION_KINDS = ("lm", "context")
+NEG_INF = -math.inf
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Beam search settings shared by the CTC and transducer decoders."""
+
+    beam: int = DEFAULT_BEAM
+    #: Weight of an LM passed as ``lm=`` to a decoder (fusions given explicitly carry their own).
+    lm_weight: float = DEFAULT_LM_WEIGHT
+    #: Weight of a context graph passed as ``context=``.
+    context_weight: float = DEFAULT_CONTEXT_WEIGHT
+    #: Added to the total per emitted token (counters the LM's preference for short outputs).
+    length_bonus: float = DEFAULT_LENGTH_BONUS
+    beam_prune: float = DEFAULT_BEAM_PRUNE
+    token_topk: int = DEFAULT_TOKEN_TOPK
+    min_token_logprob: float = DEFAULT_MIN_TOKEN_LOGPROB
+    blank_skip: float = DEFAULT_BLANK_SKIP
+    #: Cap on new-token candidates LM-scored per frame; None: ``DEFAULT_ACTIVE_PER_BEAM * beam``;
+    #: 0: no cap.
+    max_active: int | None = None
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first bad value."""
+        if self.beam < 1:
+            raise ConfigError(f"beam: expected >= 1, found {self.beam}")
+        for name in ("lm_weight", "context_weight", "length_bonus", "min_token_logprob"):
+            value = getattr(self, name)
+            if math.isnan(value) or (name != "min_token_logprob" and math.isinf(value)):
+                raise ConfigError(f"{name}: expected a finite number, found {value}")
+        if not self.beam_prune > 0:
+            raise ConfigError(f"beam_prune: expected > 0 (inf disables it), found {self.beam_prune}")
+        if self.token_topk < 0:
+            raise ConfigError(f"token_topk: expected >= 0 (0: all tokens), found {self.token_topk}")
+        if not 0.0 < self.blank_skip <= 1.0:
+            raise ConfigError(
+                f"blank_skip: expected a probability in (0, 1] (1: off), found {self.blank_skip}"
+            )
+        if self.max_active is not None and self.max_active < 0:
+            raise ConfigError(f"max_active: expected >= 0 (0: no cap) or None, found {self.max_active}")
+
+    @property
+    def active_cap(self) -> int:
+        """The effective ``max_active`` (0: no cap)."""
+        return DEFAULT_ACTIVE_PER_BEAM * self.beam if self.max_active is None else self.max_active
+
+    @classmethod
+    def exhaustive(cls, beam: int, **kwargs: Any) -> DecoderConfig:
+        """A config with every pruning except the beam width switched off (for exact tests)."""
+        return cls(
+            beam=beam,
+            beam_prune=math.inf,
+            token_topk=0,
+            min_token_logprob=-math.inf,
+            blank_skip=1.0,
+            max_active=0,
+            **kwargs,
+        )
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """One LM fused into the search: ``weight * lm`` is added to the total."""
+
+    lm: LanguageModel
+    weight: float
+    kind: str = "lm"
+
+    def validate(self) -> None:
+        if self.kind not in FUSION_KINDS:
+            raise ConfigError(f"fusion kind: expected one of {FUSION_KINDS}, found {self.kind!r}")
+        if not math.isfinite(self.weight):
+            raise ConfigError(f"fusion weight of {self.lm!r}: expected a finite number, found {self.weight}")
+        for method in ("start_state", "score", "final_score"):
+            if not callable(getattr(self.lm, method, None)):
+                raise ConfigError(
+                    f"fusion: expected a LanguageModel (start_state/score/final_score), "
+                    f"found {type(self.lm).__name__} without {method}()"
+                )
+
+
+FusionLike = Fusion | tuple[LanguageModel, float] | tuple[LanguageModel, float, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Hypothesis:
+    """One decoding result. ``score`` is the fused total the search ranked by."""
+
+    tokens: tuple[int, ...]
+    #: Frame index (encoder frames) at which each token was emitted.
+    timestamps: tuple[int, ...]
+    score: float
+    am_score: float
+    #: Raw (unweighted) sum of the ``"lm"`` fusions' log-probs, end of sentence included if final.
+    lm_score: float
+    #: Raw sum of the ``"context"`` fusions' scores (hotword bonuses).
+    context_score: float
+    #: Raw score of each fusion, in the decoder's fusion order.
+    fusion_scores: tuple[float, ...]
+    #: Each fusion's state after the last token (before the end of sentence).
+    lm_states: tuple[Hashable, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly fields (no LM states)."""
+        return {
+            "tokens": list(self.tokens),
+            "timestamps": list(self.timestamps),
+            "score": self.score,
+            "am_score": self.am_score,
+            "lm_score": self.lm_score,
+            "context_score": self.context_score,
+            "fusion_scores": list(self.fusion_scores),
+        }
+
+
+class PrefixNode:
+    """A token prefix with its LM states and fused LM score (shared by all its alignments)."""
+
+    __slots__ = ("parent", "token", "n", "key", "states", "raw", "fused", "prior", "children", "ctx")
+
+    def __init__(
+        self,
+        parent: PrefixNode | None,
+        token: int,
+        states: tuple[Hashable, ...],
+        raw: tuple[float, ...],
+        fused: float,
+        length_bonus: float,
+        ctx: tuple[int, ...] = (),
+    ) -> None:
+        self.parent = parent
+        self.token = token
+        self.n = 0 if parent is None else parent.n + 1
+        # Python's hash of a tuple of ints is deterministic; collisions are checked by same_prefix.
+        self.key = 0 if parent is None else hash((parent.key, token))
+        self.states = states
+        self.raw = raw
+        self.fused = fused
+        #: Everything but the acoustic score: fused LM score plus the length bonus.
+        self.prior = fused + length_bonus * self.n
+        self.children: dict[int, PrefixNode] = {}
+        #: Transducer decoder context (the last tokens), empty for CTC.
+        self.ctx = ctx
+
+    def tokens(self) -> tuple[int, ...]:
+        out = []
+        node: PrefixNode | None = self
+        while node is not None and node.parent is not None:
+            out.append(node.token)
+            node = node.parent
+        return tuple(reversed(out))
+
+    def same_prefix(self, other: PrefixNode) -> bool:
+        """Whether two nodes stand for the same token sequence."""
+        a: PrefixNode | None = self
+        b: PrefixNode | None = other
+        while a is not b:
+            if a is None or b is None or a.token != b.token or a.n != b.n:
+                return False
+            a, b = a.parent, b.parent
+        return True
+
+
+#: Frame timestamps as a persistent linked list: ``(frame, previous link)`` or ``None``.
+TimeLink = tuple[int, Any] | None
+
+
+def unroll_times(link: TimeLink) -> tuple[int, ...]:
+    out = []
+    while link is not None:
+        out.append(link[0])
+        link = link[1]
+    return tuple(reversed(out))
+
+
+def lm_vocab_size(lm: object) -> int | None:
+    """The number of token ids an LM scores, when it says (``vocab_size`` or ``pieces``)."""
+    size = getattr(lm, "vocab_size", None)
+    if isinstance(size, int):
+        return size
+    pieces = getattr(lm, "pieces", None)
+    if pieces is not None:
+        return len(pieces)
+    return None
+
+
+class FusionSet:
+    """The fusions of one decoder: builds prefix nodes, scoring new tokens with every LM."""
+
+    def __init__(self, fusions: Sequence[Fusion], length_bonus: float, context_size: int = 0) -> None:
+        for f in fusions:
+            f.validate()
+        self.fusions = tuple(fusions)
+        self.weights = tuple(f.weight for f in self.fusions)
+        self.length_bonus = length_bonus
+        self.context_size = context_size
+        self._batched = tuple(callable(getattr(f.lm, "score_batch", None)) for f in self.fusions)
+
+    def root(self, ctx: tuple[int, ...] = ()) -> PrefixNode:
+        states = tuple(f.lm.start_state() for f in self.fusions)
+        return PrefixNode(None, -1, states, (0.0,) * len(self.fusions), 0.0, self.length_bonus, ctx)
+
+    def check_vocab(self, vocab_size: int, what: str) -> None:
+        """``UserLibriError`` naming both sides if an LM scores a different number of ids."""
+        for f in self.fusions:
+            size = lm_vocab_size(f.lm)
+            if size is not None and size != vocab_size:
+                raise UserLibriError(
+                    f"vocabulary mismatch: {what} has {vocab_size} token ids, but the {f.kind} "
+                    f"model {f.lm!r} scores {size}; they must use the same tokenizer"
+                )
+
+    def extend(self, pairs: Sequence[tuple[PrefixNode, int]]) -> list[PrefixNode]:
+        """The child node of each ``(parent, token)``, LM-scored once and cached in the parent.
+
+        LMs with ``score_batch`` are called once for all new children."""
+        out: list[PrefixNode | None] = []
+        todo: list[int] = []
+        for k, (parent, token) in enumerate(pairs):
+            child = parent.children.get(token)
+            if child is None:
+                todo.append(k)
+            out.append(child)
+        if not todo:
+            return out  # type: ignore[return-value]
+        parents = [pairs[k][0] for k in todo]
+        tokens = [pairs[k][1] for k in todo]
+        scores: list[list[float]] = []
+        states: list[list[Hashable]] = []
+        for j, f in enumerate(self.fusions):
+            before = [p.states[j] for p in parents]
+            if self._batched[j] and len(todo) > 1:
+                sc, st = f.lm.score_batch(before, tokens)
+                scores.append([float(x) for x in sc])
+                states.append(list(st))
+            else:
+                res = list(map(f.lm.score, before, tokens))
+                scores.append([r[0] for r in res])
+                states.append([r[1] for r in res])
+        bonus = self.length_bonus
+        csize = self.context_size
+        nf = len(self.fusions)
+        if nf == 0:
+            for k, parent, token in zip(todo, parents, tokens, strict=True):
+                ctx = (*parent.ctx[1:], token) if csize else ()
+                out[k] = parent.children[token] = PrefixNode(parent, token, (), (), parent.fused, bonus, ctx)
+        elif nf == 1:
+            w = self.weights[0]
+            for k, parent, token, d, st in zip(todo, parents, tokens, scores[0], states[0], strict=True):
+                ctx = (*parent.ctx[1:], token) if csize else ()
+                fused = parent.fused + w * d if w else parent.fused
+                out[k] = parent.children[token] = PrefixNode(
+                    parent, token, (st,), (parent.raw[0] + d,), fused, bonus, ctx
+                )
+        else:
+            for m, (k, parent, token) in enumerate(zip(todo, parents, tokens, strict=True)):
+                d = [sc[m] for sc in scores]
+                fused = parent.fused
+                for w, x in zip(self.weights, d, strict=True):
+                    if w:
+                        fused += w * x
+                raw = tuple(a + x for a, x in zip(parent.raw, d, strict=True))
+                ctx = (*parent.ctx[1:], token) if csize else ()
+                out[k] = parent.children[token] = PrefixNode(
+                    parent, token, tuple(st[m] for st in states), raw, fused, bonus, ctx
+                )
+        return out  # type: ignore[return-value]
+
+    def final(self, node: PrefixNode) -> tuple[tuple[float, ...], float]:
+        """Each fusion's raw score with the end of sentence, and the fused score of the ending."""
+        raws = []
+        fused = 0.0
+        for f, w, state, raw in zip(self.fusions, self.weights, node.states, node.raw, strict=True):
+            end = f.lm.final_score(state)
+            raws.append(raw + end)
+            if w:
+                fused += w * end
+        return tuple(raws), fused
+
+    def hypothesis(self, node: PrefixNode, am: float, times: TimeLink, final: bool) -> Hypothesis:
+        """Package a node (and its acoustic score) as a :class:`Hypothesis`."""
+        if final:
+            raw, end = self.final(node)
+        else:
+            raw, end = node.raw, 0.0
+        lm = sum((r for f, r in zip(self.fusions, raw, strict=True) if f.kind == "lm"), 0.0)
+        context = sum((r for f, r in zip(self.fusions, raw, strict=True) if f.kind == "context"), 0.0)
+        return Hypothesis(
+            tokens=node.tokens(),
+            timestamps=unroll_times(times),
+            score=am + node.prior + end,
+            am_score=am,
+            lm_score=lm,
+            context_score=context,
+            fusion_scores=raw,
+            lm_states=node.states,
+        )
+
+
+def make_fusions(
+    config: DecoderConfig,
+    fusions: Sequence[FusionLike] = (),
+    lm: LanguageModel | None = None,
+    context: LanguageModel | None = None,
+) -> list[Fusion]:
+    """Explicit fusions, then ``lm`` (weight ``config.lm_weight``) and ``context`` (``context_weight``)."""
+    out: list[Fusion] = []
+    for f in fusions:
+        if isinstance(f, Fusion):
+            out.append(f)
+        elif isinstance(f, tuple) and len(f) in (2, 3):
+            out.append(Fusion(*f))
+        else:
+            raise ConfigError(f"fusion: expected Fusion or (lm, weight[, kind]), found {f!r}")
+    if lm is not None:
+        out.append(Fusion(lm, config.lm_weight, "lm"))
+    if context is not None:
+        out.append(Fusion(context, config.context_weight, "context"))
+    return out
+
+
+def check_matrix(x: object, what: str, columns: int | None = None) -> np.ndarray:
+    """A finite 2-D float array (as float64), else ``UserLibriError`` saying what was found."""
+    if not isinstance(x, np.ndarray):
+        raise UserLibriError(f"{what}: expected a numpy array of shape (T, V), found {type(x).__name__}")
+    if x.ndim != 2:
+        raise UserLibriError(f"{what}: expected 2 dimensions (T, V), found shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise UserLibriError(f"{what}: expected a float array, found dtype {x.dtype}")
+    if columns is not None and x.shape[1] != columns:
+        raise UserLibriError(f"{what}: expected {columns} columns, found shape {x.shape}")
+    x = np.asarray(x, dtype=np.float64)
+    if x.size and not np.isfinite(x).all():
+        t, v = np.argwhere(~np.isfinite(x))[0]
+        raise UserLibriError(
+            f"{what}: expected finite values, found {x[t, v]} at frame {t}, column {v} "
+            f"({int((~np.isfinite(x)).sum())} non-finite values in shape {x.shape})"
+        )
+    return x
+
+
+def select_top(scores: np.ndarray, beam: int, prune: float) -> np.ndarray:
+    """Indices of the ``beam`` best finite scores within ``prune`` of the best, best first
+    (ties keep input order)."""
+    finite = np.flatnonzero(scores > NEG_INF)
+    if finite.size == 0:
+        return finite
+    s = scores[finite]
+    if finite.size > beam:
+        # argpartition narrows; a stable sort of the survivors keeps ties in input order.
+        part = np.argpartition(-s, beam - 1)[:beam]
+        kth = s[part].min()
+        keep = np.flatnonzero(s >= kth)
+        order = keep[np.argsort(-s[keep], kind="stable")][:beam]
+    else:
+        order = np.argsort(-s, kind="stable")
+    if math.isfinite(prune):
+        order = order[s[order] >= s[order[0]] - prune]
+    return finite[order]
+
+
+def log_add(a: float, b: float) -> float:
+    """``log(exp(a) + exp(b))`` for Python floats; exact when either is -inf."""
+    if a < b:
+        a, b = b, a
+    if b == NEG_INF:
+        return a
+    return a + math.log1p(math.exp(b - a))
+
+
+def top_indices(scores: list[float], beam: int, prune: float) -> list[int]:
+    """Indices of the ``beam`` best finite scores within ``prune`` of the best, best first
+    (ties keep input order)."""
+    order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)[:beam]
+    if not order or scores[order[0]] == NEG_INF:
+        return []
+    floor = scores[order[0]] - prune
+    return [k for k in order if scores[k] >= floor and scores[k] > NEG_INF]

@@ -1,0 +1,318 @@
+"""Transducer modified beam search (at most one symbol per frame) with LM shallow fusion.
+
+As sherpa-onnx's ``online-transducer-modified-beam-search-decoder``: per encoder frame every
+hypothesis either emits blank or exactly one token, the joiner is called once for all hypotheses
+of the frame (batched), the stateless decoder's outputs are computed once per decoder context and
+carried with the hypotheses, and hypotheses with the same token sequence merge (their acoustic
+scores log-add; their LM scores are equal by construction). LMs score a token when it is emitted;
+each LM's ``final_score`` is added by :meth:`TransducerBeamSearch.finalize`.
+
+The model enters as two callables, so the search runs on an ONNX model and on toy numpy functions:
+
+* ``decoder(contexts)``: ``(N, C) int64`` token contexts (the last ``C`` tokens) -> ``(N, Dd)``;
+* ``joiner(enc, dec)``: ``(N, D)`` encoder frames and ``(N, Dd)`` decoder outputs -> ``(N, V)``
+  log-probabilities (log-softmax applied).
+
+Streaming works as for CTC: ``init_state()``, ``advance(state, encoder_frames)`` per ``(T_chunk,
+D)`` chunk, ``finalize(state)``; chunked equals whole. Beam 1 is exactly greedy search with one
+symbol per frame (:func:`transducer_greedy`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from userlibri.decode.hyp import (
+    NEG_INF,
+    DecoderConfig,
+    FusionLike,
+    FusionSet,
+    Hypothesis,
+    PrefixNode,
+    TimeLink,
+    check_matrix,
+    make_fusions,
+    select_top,
+)
+from userlibri.errors import UserLibriError
+from userlibri.lm.base import LanguageModel
+
+DecoderFn = Callable[[np.ndarray], np.ndarray]
+JoinerFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TransducerState:
+    """The search state after ``frames`` encoder frames; treat as immutable.
+
+    ``nodes``: live hypotheses (N); ``am``: (N,) acoustic log-probs; ``dec_out``: (N, Dd) decoder
+    output for each hypothesis' context; ``times``: emission frames; ``vocab_size``: V of the
+    joiner seen so far (None before the first frame).
+    """
+
+    frames: int
+    nodes: tuple[PrefixNode, ...]
+    am: np.ndarray
+    dec_out: np.ndarray
+    times: tuple[TimeLink, ...]
+    vocab_size: int | None
+
+
+def _run_decoder(decoder: DecoderFn, contexts: Sequence[tuple[int, ...]]) -> np.ndarray:
+    ctx = np.asarray(contexts, dtype=np.int64)
+    out = np.asarray(decoder(ctx))
+    if out.ndim != 2 or out.shape[0] != len(contexts):
+        raise UserLibriError(
+            f"transducer decoder output: expected shape ({len(contexts)}, Dd) for contexts of shape "
+            f"{ctx.shape}, found {out.shape}"
+        )
+    return out
+
+
+def _run_joiner(joiner: JoinerFn, enc: np.ndarray, dec: np.ndarray, vocab: int | None) -> np.ndarray:
+    out = np.asarray(joiner(enc, dec))
+    n = enc.shape[0]
+    if out.ndim != 2 or out.shape[0] != n or (vocab is not None and out.shape[1] != vocab):
+        want = f"({n}, {vocab if vocab is not None else 'V'})"
+        raise UserLibriError(f"transducer joiner output: expected shape {want}, found {out.shape}")
+    return check_matrix(out, "transducer joiner log-probs")
+
+
+class TransducerBeamSearch:
+    """Modified beam search over encoder frames with LM fusion; stateless, streaming.
+
+    ``context_size``: tokens the decoder sees; ``start_context``: the context before any token
+    (default ``context_size`` blanks). Other arguments as for
+    :class:`~userlibri.decode.ctc_beam.CtcBeamSearch`. ``config.blank_skip`` is not used.
+    """
+
+    def __init__(
+        self,
+        decoder: DecoderFn,
+        joiner: JoinerFn,
+        config: DecoderConfig | None = None,
+        fusions: Sequence[FusionLike] = (),
+        *,
+        lm: LanguageModel | None = None,
+        context: LanguageModel | None = None,
+        blank_id: int = 0,
+        context_size: int = 2,
+        start_context: Sequence[int] | None = None,
+        suppress_ids: Sequence[int] = (),
+        vocab_size: int | None = None,
+    ) -> None:
+        config = config or DecoderConfig()
+        config.validate()
+        if context_size < 1:
+            raise UserLibriError(f"context_size: expected >= 1, found {context_size}")
+        if blank_id < 0:
+            raise UserLibriError(f"blank_id: expected >= 0, found {blank_id}")
+        self.start_context = (
+            (blank_id,) * context_size if start_context is None else tuple(int(i) for i in start_context)
+        )
+        if len(self.start_context) != context_size:
+            raise UserLibriError(
+                f"start_context: expected {context_size} ids, found {len(self.start_context)}"
+            )
+        self.decoder = decoder
+        self.joiner = joiner
+        self.config = config
+        self.blank_id = blank_id
+        self.context_size = context_size
+        self.suppress_ids = tuple(sorted({int(i) for i in suppress_ids} - {blank_id}))
+        self.fusion = FusionSet(
+            make_fusions(config, fusions, lm, context), config.length_bonus, context_size
+        )
+        self._masks: dict[int, np.ndarray] = {}
+        if vocab_size is not None:
+            self._check_vocab(vocab_size)
+
+    def __repr__(self) -> str:
+        return f"TransducerBeamSearch({self.config}, fusions={list(self.fusion.fusions)})"
+
+    # -- streaming API ----------------------------------------------------------------------------
+    def init_state(self) -> TransducerState:
+        """The empty hypothesis with its decoder output."""
+        root = self.fusion.root(self.start_context)
+        dec = _run_decoder(self.decoder, [root.ctx])
+        return TransducerState(0, (root,), np.zeros(1), dec, (None,), None)
+
+    def advance(self, state: TransducerState, encoder_frames: np.ndarray) -> TransducerState:
+        """Consume ``(T_chunk, D)`` encoder frames (T_chunk may be 0); return the new state."""
+        enc = check_matrix(encoder_frames, "transducer encoder frames")
+        nodes, am, dec, times = list(state.nodes), state.am, state.dec_out, list(state.times)
+        vocab = state.vocab_size
+        for t in range(enc.shape[0]):
+            logp = _run_joiner(self.joiner, np.repeat(enc[t][None], len(nodes), axis=0), dec, vocab)
+            if vocab is None:
+                vocab = logp.shape[1]
+                self._check_vocab(vocab)
+            nodes, am, dec, times = self._step(state.frames + t, logp, nodes, am, dec, times)
+        return TransducerState(state.frames + enc.shape[0], tuple(nodes), am, dec, tuple(times), vocab)
+
+    def finalize(self, state: TransducerState) -> list[Hypothesis]:
+        """Hypotheses best first, each LM's end-of-sentence score included."""
+        return self._hypotheses(state, final=True)
+
+    def partial(self, state: TransducerState) -> list[Hypothesis]:
+        """Current hypotheses best first, without the end-of-sentence scores."""
+        return self._hypotheses(state, final=False)
+
+    def decode(self, encoder_out: np.ndarray) -> list[Hypothesis]:
+        """Whole-utterance decoding of ``(T, D)`` encoder output."""
+        return self.finalize(self.advance(self.init_state(), encoder_out))
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _check_vocab(self, vocab: int) -> None:
+        if self.blank_id >= vocab:
+            raise UserLibriError(
+                f"transducer joiner: blank id {self.blank_id} outside the vocabulary of {vocab}"
+            )
+        self.fusion.check_vocab(vocab, "the transducer joiner output")
+
+    def _mask(self, vocab: int) -> np.ndarray:
+        mask = self._masks.get(vocab)
+        if mask is None:
+            mask = np.zeros(vocab)
+            mask[self.blank_id] = NEG_INF
+            mask[[i for i in self.suppress_ids if i < vocab]] = NEG_INF
+            self._masks[vocab] = mask
+        return mask
+
+    def _step(
+        self,
+        t: int,
+        logp: np.ndarray,
+        nodes: list[PrefixNode],
+        am: np.ndarray,
+        dec: np.ndarray,
+        times: list[TimeLink],
+    ) -> tuple[list[PrefixNode], np.ndarray, np.ndarray, list[TimeLink]]:
+        cfg = self.config
+        n, vocab = logp.shape
+        prior = np.fromiter((nd.prior for nd in nodes), dtype=np.float64, count=n)
+        new_am = (am + logp[:, self.blank_id]).tolist()  # blank: same hypothesis, next frame
+        masked = logp + self._mask(vocab)
+        allowed = vocab - 1 - len(self.suppress_ids)
+        if cfg.token_topk and cfg.token_topk < allowed:
+            cand = np.argpartition(-masked, cfg.token_topk - 1, axis=1)[:, : cfg.token_topk]
+            cand.sort(axis=1)
+        else:
+            cand = np.broadcast_to(np.flatnonzero(self._mask(vocab) == 0), (n, allowed))
+        tok_lp = np.take_along_axis(masked, cand, axis=1)
+        scored = (am + prior)[:, None] + tok_lp
+        best = max(float(np.max(np.asarray(new_am) + prior)), float(scored.max()) if scored.size else NEG_INF)
+        ok = (tok_lp >= cfg.min_token_logprob) & (scored >= best - cfg.beam_prune) & (scored > NEG_INF)
+        rows, cols = np.nonzero(ok)
+        if cfg.active_cap and rows.size > cfg.active_cap:
+            top = np.argsort(-scored[rows, cols], kind="stable")[: cfg.active_cap]
+            top.sort()
+            rows, cols = rows[top], cols[top]
+        all_nodes = list(nodes)
+        all_times = list(times)
+        if rows.size:
+            tokens = cand[rows, cols].tolist()
+            values = (am[rows] + tok_lp[rows, cols]).tolist()
+            children = self.fusion.extend(list(zip((nodes[i] for i in rows.tolist()), tokens, strict=True)))
+            live = {nd.key: j for j, nd in enumerate(nodes)}
+            for i, child, value in zip(rows.tolist(), children, values, strict=True):
+                j = live.get(child.key)
+                if j is not None and all_nodes[j].same_prefix(child):
+                    # Same token sequence as a live hypothesis (which emitted blank): merge.
+                    if value > new_am[j]:
+                        all_times[j] = (t, times[i])
+                    new_am[j] = float(np.logaddexp(new_am[j], value))
+                    continue
+                live[child.key] = len(all_nodes)
+                all_nodes.append(child)
+                all_times.append((t, times[i]))
+                new_am.append(value)
+        am_arr = np.asarray(new_am)
+        prior_all = np.concatenate(
+            [prior, np.fromiter((nd.prior for nd in all_nodes[n:]), np.float64, len(all_nodes) - n)]
+        )
+        keep = select_top(am_arr + prior_all, cfg.beam, cfg.beam_prune)
+        kept = set(keep.tolist())
+        for j in range(n):
+            if j not in kept:
+                nodes[j].children.clear()  # a dropped hypothesis' cached extensions: free them
+        out_nodes = [all_nodes[j] for j in keep]
+        out_dec = self._decoder_rows(keep, n, out_nodes, nodes, dec)
+        return out_nodes, am_arr[keep], out_dec, [all_times[j] for j in keep]
+
+    def _decoder_rows(
+        self,
+        keep: np.ndarray,
+        n: int,
+        out_nodes: list[PrefixNode],
+        old_nodes: list[PrefixNode],
+        old_dec: np.ndarray,
+    ) -> np.ndarray:
+        """Decoder outputs of the kept hypotheses: reused for known contexts, one batched call
+        for the new ones."""
+        known = {nd.ctx: j for j, nd in enumerate(old_nodes)}
+        rows: list[np.ndarray | None] = []
+        missing: dict[tuple[int, ...], list[int]] = {}
+        for k, (j, node) in enumerate(zip(keep.tolist(), out_nodes, strict=True)):
+            if j < n:
+                rows.append(old_dec[j])
+            elif node.ctx in known:
+                rows.append(old_dec[known[node.ctx]])
+            else:
+                rows.append(None)
+                missing.setdefault(node.ctx, []).append(k)
+        if missing:
+            ctxs = sorted(missing)
+            out = _run_decoder(self.decoder, ctxs)
+            for ctx, row in zip(ctxs, out, strict=True):
+                for k in missing[ctx]:
+                    rows[k] = row
+        if not rows:
+            return old_dec[:0]
+        return np.stack(rows)  # type: ignore[arg-type]
+
+    def _hypotheses(self, state: TransducerState, final: bool) -> list[Hypothesis]:
+        hyps = [
+            self.fusion.hypothesis(node, float(am), link, final)
+            for node, am, link in zip(state.nodes, state.am, state.times, strict=True)
+        ]
+        hyps.sort(key=lambda h: -h.score)
+        return hyps
+
+
+def transducer_greedy(
+    encoder_out: np.ndarray,
+    decoder: DecoderFn,
+    joiner: JoinerFn,
+    *,
+    blank_id: int = 0,
+    context_size: int = 2,
+    start_context: Sequence[int] | None = None,
+) -> Hypothesis:
+    """Greedy search, at most one symbol per frame: the joiner's best token each frame.
+
+    (Streaming greedy search is ``TransducerBeamSearch`` with ``beam=1``: the same result.)
+    """
+    enc = check_matrix(encoder_out, "transducer encoder frames")
+    ctx = (blank_id,) * context_size if start_context is None else tuple(int(i) for i in start_context)
+    dec = _run_decoder(decoder, [ctx])
+    tokens: list[int] = []
+    stamps: list[int] = []
+    am = 0.0
+    for t in range(enc.shape[0]):
+        logp = _run_joiner(joiner, enc[t][None], dec, None)[0]
+        best = int(np.argmax(logp))
+        am += logp[best]
+        if best != blank_id:
+            tokens.append(best)
+            stamps.append(t)
+            ctx = (*ctx[1:], best)
+            dec = _run_decoder(decoder, [ctx])
+    am = float(am)
+    return Hypothesis(tuple(tokens), tuple(stamps), am, am, 0.0, 0.0, (), ())
+
+
+__all__ = ["DecoderFn", "JoinerFn", "TransducerBeamSearch", "TransducerState", "transducer_greedy"]
