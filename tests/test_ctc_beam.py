@@ -215,6 +215,7 @@ def test_zero_frames_all_blank_and_one_frame() -> None:
         (np.array([[0.0, np.nan], [0.0, 0.0]]), "finite.*nan.*frame 0, column 1"),
         (np.array([[0.0, 0.0], [np.inf, 0.0]]), "finite.*inf.*frame 1, column 0"),
         (np.array([[0.0, 0.0], [-np.inf, 0.0]]), "finite"),
+        (np.array([[0.0, -1e300]]), "magnitude <= 1e\\+10"),
     ],
 )
 def test_bad_log_probs_raise_clear_errors(value: object, match: str) -> None:

@@ -45,6 +45,8 @@ DEFAULT_BLANK_SKIP = 0.999
 DEFAULT_ACTIVE_PER_BEAM = 2
 
 FUSION_KINDS = ("lm", "context")
+#: Largest magnitude accepted in log-probs / model outputs: sums over long utterances stay finite.
+MAX_MAGNITUDE = 1e10
 NEG_INF = -math.inf
 
 
@@ -377,12 +379,14 @@ def check_matrix(x: object, what: str, columns: int | None = None) -> np.ndarray
     if columns is not None and x.shape[1] != columns:
         raise UserLibriError(f"{what}: expected {columns} columns, found shape {x.shape}")
     x = np.asarray(x, dtype=np.float64)
-    if x.size and not np.isfinite(x).all():
-        t, v = np.argwhere(~np.isfinite(x))[0]
-        raise UserLibriError(
-            f"{what}: expected finite values, found {x[t, v]} at frame {t}, column {v} "
-            f"({int((~np.isfinite(x)).sum())} non-finite values in shape {x.shape})"
-        )
+    if x.size:
+        bad = ~(np.abs(x) <= MAX_MAGNITUDE)  # NaN compares False
+        if bad.any():
+            t, v = np.argwhere(bad)[0]
+            raise UserLibriError(
+                f"{what}: expected finite values of magnitude <= {MAX_MAGNITUDE:g}, found {x[t, v]} "
+                f"at frame {t}, column {v} ({int(bad.sum())} such values in shape {x.shape})"
+            )
     return x
 
 
