@@ -420,3 +420,47 @@ def mix_arpa_files(
         time.perf_counter() - start,
     )
     return result
+
+
+def interpolate(
+    arpas: Sequence[str | Path],
+    out_arpa: str | Path,
+    weights: Sequence[float] | None = None,
+    heldout: Sequence[str] | None = None,
+    binary: bool = True,
+) -> dict[str, object]:
+    """Mix ARPA files with given ``weights``, or with weights tuned (EM) on ``heldout`` sentences;
+    writes ``out_arpa``, its ``.bin`` and a ``.json`` with the weights and held-out perplexities."""
+    from userlibri.fsio import write_json_atomic
+    from userlibri.lm import evaluate as ev
+
+    if (weights is None) == (heldout is None):
+        raise ConfigError("interpolate: give exactly one of weights and held-out sentences to tune them on")
+    out_arpa = Path(out_arpa)
+    kind, tokenizer_id = _sidecar_kind(Path(arpas[0])) if arpas else (None, None)
+    info: dict[str, object] = {
+        "kind": kind or "kenlm-word",
+        "tokenizer_id": tokenizer_id,
+        "models": [str(p) for p in arpas],
+    }
+    # Score with the KenLM binary beside an ARPA when there is one (loading an ARPA is slow).
+    scoring = [p.with_suffix(".bin") if p.with_suffix(".bin").is_file() else p for p in map(Path, arpas)]
+    if heldout is not None:
+        tuned = ev.tune_mixture(scoring, heldout)
+        info["tuned_on"] = f"{len(heldout)} held-out sentences (EM, {tuned.iterations} iterations)"
+    chosen = tuple(weights) if weights is not None else tuned.weights
+    out_bin = out_arpa.with_suffix(".bin") if binary else None
+    result = mix_arpa_files(arpas, chosen, out_arpa, out_bin)
+    info.update(weights=list(result.weights), counts=list(result.counts), arpa=out_arpa.name)
+    if out_bin is not None:
+        info["binary"] = out_bin.name
+    if heldout is not None:
+        info["heldout"] = {
+            **{
+                str(p): ev.ngram_perplexity(b, heldout).to_dict() for p, b in zip(arpas, scoring, strict=True)
+            },
+            "interpolated_exact": ev.mixture_perplexity(scoring, result.weights, heldout).to_dict(),
+            "interpolated": ev.ngram_perplexity(out_bin or out_arpa, heldout).to_dict(),
+        }
+    write_json_atomic(out_arpa.with_suffix(".json"), info)
+    return info

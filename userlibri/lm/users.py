@@ -18,6 +18,7 @@ is written atomically.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -183,6 +184,7 @@ def build_book_lm(
             "interpolated": ev.ngram_perplexity(tmp / f"{MIX_NAME}.bin", split.heldout).to_dict(),
         }
         info = {
+            "kind": "kenlm-word",
             "book_id": book_id,
             "models": ["ngram.arpa", str(background.path)],
             "weights": list(tuned.weights),
@@ -263,3 +265,113 @@ def build_user_lms(
     }
     write_json_atomic(out_dir / "summary.json", summary)
     return summary
+
+
+def _book_dirs(users_dir: Path, books: Sequence[str] | None) -> list[Path]:
+    dirs = sorted(
+        (p for p in users_dir.iterdir() if p.is_dir() and (p / f"{MIX_NAME}.json").is_file()),
+        key=lambda p: (0, int(p.name)) if p.name.isdigit() else (1, p.name),
+    )
+    if books:
+        have = {p.name for p in dirs}
+        missing = sorted(set(books) - have)
+        if missing:
+            raise UserLibriError(f"{users_dir}: no book LM dir for {missing}; have {sorted(have)}")
+        dirs = [p for p in dirs if p.name in set(books)]
+    if not dirs:
+        raise UserLibriError(
+            f"{users_dir}: expected book LM dirs (<book>/mix.json), found none; run 'lm users'"
+        )
+    return dirs
+
+
+def evaluate_user_lms(
+    users_dir: str | Path,
+    neural: dict[str, str] | None = None,
+    tokenizer: str | Path | None = None,
+    books: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Word-level held-out perplexity per book (= per group of users sharing it) of the
+    background, personal and interpolated n-grams, plus any neural LM dirs.
+
+    ``neural`` maps a name to an LM directory or a template with ``{book}`` (e.g.
+    ``work/nlm/{book}/eps8``); ``tokenizer`` defaults to the one each dir's ``train.json`` names.
+    """
+    users_dir = Path(users_dir)
+    summary_path = users_dir / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    bg = Path(summary.get("background", users_dir / BACKGROUND_DIR / f"{NGRAM_NAME}.arpa"))
+    bg_bin = bg.with_suffix(".bin") if bg.with_suffix(".bin").is_file() else bg
+    users_of: dict[str, list[str]] = {}
+    if summary.get("dataset"):
+        from userlibri.data.dataset import Dataset
+
+        try:
+            ds = Dataset(summary["dataset"])
+            for split in ds.splits():
+                for u in ds.users(split):
+                    users_of.setdefault(u.book, []).append(u.user_id)
+        except UserLibriError as e:
+            log.warning("cannot list users of %s: %s", summary["dataset"], e)
+    rows = []
+    for bdir in tqdm(_book_dirs(users_dir, books), desc="eval", disable=not progress):
+        book = bdir.name
+        heldout = ev.read_sentences_file(bdir / "heldout.txt")
+        mix = json.loads((bdir / f"{MIX_NAME}.json").read_text(encoding="utf-8"))
+        personal = bdir / f"{NGRAM_NAME}.bin"
+        results = {
+            "background": ev.ngram_perplexity(bg_bin, heldout),
+            "personal": ev.ngram_perplexity(personal, heldout),
+            "interpolated": ev.ngram_perplexity(bdir / f"{MIX_NAME}.bin", heldout),
+            "interpolated_exact": ev.mixture_perplexity([personal, bg_bin], mix["weights"], heldout),
+        }
+        for name, template in (neural or {}).items():
+            path = Path(template.format(book=book))
+            if not path.exists():
+                raise UserLibriError(f"neural LM {name!r} for book {book}: {path} does not exist")
+            results[name] = ev.neural_perplexity(path, heldout, tokenizer)
+        rows.append(
+            {
+                "book_id": book,
+                "users": sorted(users_of.get(book, [])),
+                "weight_user": mix["weights"][0],
+                "heldout_sentences": len(heldout),
+                "heldout_words": results["background"].words,
+                "perplexity": {k: v.perplexity for k, v in results.items()},
+                "oov_rate": {k: v.oovs / max(v.words, 1) for k, v in results.items()},
+            }
+        )
+    names = list(rows[0]["perplexity"])
+    mean = {k: sum(r["perplexity"][k] for r in rows) / len(rows) for k in names}
+    reduction = {
+        k: sum(1.0 - r["perplexity"][k] / r["perplexity"]["background"] for r in rows) / len(rows)
+        for k in names
+    }
+    return {
+        "users_dir": str(users_dir),
+        "metric": "word-level perplexity on held-out sentences (words + sentence ends)",
+        "books": rows,
+        "mean_perplexity": mean,
+        "mean_reduction_vs_background": reduction,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A markdown table of :func:`evaluate_user_lms` output."""
+    names = list(result["mean_perplexity"])
+    lines = [
+        "| book | users | held-out words | user weight | " + " | ".join(names) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(names),
+    ]
+    for r in result["books"]:
+        cells = " | ".join(f"{r['perplexity'][k]:.1f}" for k in names)
+        head = f"| {r['book_id']} | {len(r['users'])} | {r['heldout_words']} | {r['weight_user']:.3f}"
+        lines.append(f"{head} | {cells} |")
+    lines.append("| mean | | | | " + " | ".join(f"{result['mean_perplexity'][k]:.1f}" for k in names) + " |")
+    lines.append(
+        "| reduction vs background | | | | "
+        + " | ".join(f"{100 * result['mean_reduction_vs_background'][k]:.0f}%" for k in names)
+        + " |"
+    )
+    return "\n".join(lines)
