@@ -234,12 +234,30 @@ def quantize_int8(float_path: Path, out_path: Path, work_dir: Path) -> None:
             quant_pre_process(str(float_path), str(prep), auto_merge=True)
         except Exception as e:  # symbolic shape inference gives up on some subsampling arithmetic
             log.debug("%s: symbolic shape inference failed (%s); onnx shape inference only", float_path, e)
+            _remove_debug_dump()
             quant_pre_process(str(float_path), str(prep), skip_symbolic_shape=True)
         quantize_dynamic(
             str(prep), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OP_TYPES)
         )
     prep.unlink()
     set_metadata(out_path, meta)
+
+
+def _remove_debug_dump() -> None:
+    """A failed symbolic shape inference saves its partial model into the working directory."""
+    dump = Path("sym_shape_infer_temp.onnx")
+    if dump.is_file():
+        import onnx
+
+        external = {
+            t.external_data[i].value
+            for t in onnx.load(str(dump), load_external_data=False).graph.initializer
+            for i in range(len(t.external_data))
+            if t.external_data[i].key == "location"
+        }
+        for name in external:
+            Path(name).unlink(missing_ok=True)
+        dump.unlink()
 
 
 def convert_to_ort(model_dir: Path) -> None:
