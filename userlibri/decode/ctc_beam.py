@@ -93,7 +93,6 @@ class CtcBeamSearch:
         self.blank_id = blank_id
         self.suppress_ids = tuple(sorted({int(i) for i in suppress_ids} - {blank_id}))
         self._log_skip = math.log(config.blank_skip) if config.blank_skip < 1.0 else math.inf
-        self._masks: dict[int, np.ndarray] = {}
         if vocab_size is not None:
             self._check_vocab(vocab_size)
 
@@ -119,19 +118,22 @@ class CtcBeamSearch:
         n_frames = lp.shape[0]
         if n_frames == 0:
             return CtcState(state.frames, state.nodes, state.pb, state.pnb, state.times, vocab)
-        cand, cand_lp = self._candidates(lp)
         blank = lp[:, self.blank_id]
         blank_lp = blank.tolist()
-        skip = (blank > self._log_skip).tolist()
+        cands = self._candidates(lp, blank > self._log_skip)
         nodes, pb, pnb, times = list(state.nodes), list(state.pb), list(state.pnb), list(state.times)
+        quiet = max(pnb) == NEG_INF
         for t in range(n_frames):
-            if skip[t]:
-                ext: list[tuple[int, float]] = []
-            else:
-                ext = [(c, x) for c, x in zip(cand[t], cand_lp[t], strict=True) if x > NEG_INF]
+            if quiet and not cands[t]:
+                # Nothing to extend and every prefix ends in blank: all scores shift by the
+                # blank log-prob, so the ranking and the prune margins cannot change.
+                x = blank_lp[t]
+                pb = [b + x for b in pb]
+                continue
             nodes, pb, pnb, times = self._step(
-                state.frames + t, lp[t], blank_lp[t], ext, nodes, pb, pnb, times
+                state.frames + t, lp[t], blank_lp[t], cands[t], nodes, pb, pnb, times
             )
+            quiet = max(pnb) == NEG_INF
         return CtcState(
             state.frames + n_frames, tuple(nodes), tuple(pb), tuple(pnb), tuple(times), vocab
         )
@@ -155,27 +157,29 @@ class CtcBeamSearch:
             raise UserLibriError(f"CTC log-probs: blank id {self.blank_id} outside the vocabulary of {vocab}")
         self.fusion.check_vocab(vocab, "the CTC log-probs")
 
-    def _candidates(self, lp: np.ndarray) -> tuple[list[list[int]], list[list[float]]]:
-        """Per frame: the token ids that may extend a prefix (ascending) and their log-probs
-        (-inf where below ``min_token_logprob``), for the whole chunk at once."""
-        vocab = lp.shape[1]
-        mask = self._masks.get(vocab)
-        if mask is None:
-            mask = np.zeros(vocab)
-            mask[self.blank_id] = NEG_INF
-            mask[[i for i in self.suppress_ids if i < vocab]] = NEG_INF
-            self._masks[vocab] = mask
-        masked = lp + mask
-        allowed = int((mask == 0).sum())
-        topk = self.config.token_topk
-        if topk and topk < allowed:
-            cand = np.argpartition(-masked, topk - 1, axis=1)[:, :topk]
-            cand.sort(axis=1)
-        else:
-            cand = np.broadcast_to(np.flatnonzero(mask == 0), (lp.shape[0], allowed))
-        cand_lp = np.take_along_axis(masked, cand, axis=1)
-        cand_lp[cand_lp < self.config.min_token_logprob] = NEG_INF
-        return cand.tolist(), cand_lp.tolist()
+    def _candidates(self, lp: np.ndarray, skip: np.ndarray) -> list[list[tuple[int, float]]]:
+        """Per frame, the ``(token, log-prob)`` pairs that may extend a prefix: at most
+        ``token_topk`` of the most likely tokens (ties: lower id first) at or above
+        ``min_token_logprob``, in ascending token order; none on skipped frames. One vectorised
+        pass over the chunk: frames seldom hold more than a few tokens above the threshold."""
+        cfg = self.config
+        ok = lp >= cfg.min_token_logprob
+        ok[:, self.blank_id] = False
+        ok[:, [i for i in self.suppress_ids if i < lp.shape[1]]] = False
+        ok[skip] = False
+        rows, cols = np.nonzero(ok)
+        vals = lp[rows, cols]
+        bounds = np.searchsorted(rows, np.arange(lp.shape[0] + 1)).tolist()
+        cols_l, vals_l = cols.tolist(), vals.tolist()
+        topk = cfg.token_topk
+        out = []
+        for t in range(lp.shape[0]):
+            a, b = bounds[t], bounds[t + 1]
+            pairs = list(zip(cols_l[a:b], vals_l[a:b], strict=True))
+            if topk and len(pairs) > topk:
+                pairs = sorted(sorted(pairs, key=_neg_second)[:topk])
+            out.append(pairs)
+        return out
 
     def _step(
         self,
@@ -191,36 +195,106 @@ class CtcBeamSearch:
         """One frame: stay (blank / repeat) and extension candidates, merge, keep the best states.
 
         Plain Python floats: with beams of ~10 and a few tokens per frame this beats numpy's
-        per-call overhead."""
+        per-call overhead (this loop is the decoder's hot path)."""
         cfg = self.config
-        totals = [log_add(b, nb) for b, nb in zip(pb, pnb, strict=True)]
-        priors = [node.prior for node in nodes]
-        new_pb = [x + blank_lp for x in totals]
-        new_pnb = [
-            nb + float(row[node.token]) if nb > NEG_INF else NEG_INF
-            for node, nb in zip(nodes, pnb, strict=True)
-        ]
+        n = len(nodes)
+        totals = [0.0] * n
+        priors = [0.0] * n
+        new_pb = [0.0] * n
+        new_pnb = [NEG_INF] * n
+        best = NEG_INF
+        for i in range(n):
+            node, b, nb = nodes[i], pb[i], pnb[i]
+            total = b if nb == NEG_INF else (nb if b == NEG_INF else log_add(b, nb))
+            prior = node.prior
+            totals[i] = total
+            priors[i] = prior
+            x = total + blank_lp
+            new_pb[i] = x
+            if x + prior > best:
+                best = x + prior
+            if nb > NEG_INF:
+                x = nb + row.item(node.token)
+                new_pnb[i] = x
+                if x + prior > best:
+                    best = x + prior
         if ext:
             cands = []
-            for i, node in enumerate(nodes):
-                last, total, b, prior = node.token, totals[i], pb[i], priors[i]
+            append = cands.append
+            for i in range(n):
+                last, total, b, prior = nodes[i].token, totals[i], pb[i], priors[i]
                 for c, x in ext:
                     if c == last:
                         if b > NEG_INF:
-                            cands.append((b + x + prior, i, c, b + x))
+                            append((b + x + prior, i, c, b + x))
                     else:
-                        cands.append((total + x + prior, i, c, total + x))
+                        append((total + x + prior, i, c, total + x))
             if cands:
-                best = max(
-                    max(map(_add, new_pb, priors)), max(map(_add, new_pnb, priors)), max(cands)[0]
-                )
-                threshold = best - cfg.beam_prune
+                top = max(cands)[0]
+                threshold = (best if best > top else top) - cfg.beam_prune
                 cands = [c for c in cands if c[0] >= threshold]
-                if cfg.active_cap and len(cands) > cfg.active_cap:
+                cap = cfg.active_cap
+                if cap and len(cands) > cap:
                     cands.sort(key=_first, reverse=True)
-                    del cands[cfg.active_cap :]
-                nodes, times = self._extend(t, nodes, times, new_pb, new_pnb, cands)
-        return self._select(nodes, new_pb, new_pnb, times)
+                    del cands[cap:]
+                nodes, times = self._extend(t, nodes, times, new_pb, new_pnb, priors, cands)
+        elif n + sum(1 for x in new_pnb if x > NEG_INF) <= cfg.beam:
+            # No new prefixes and no more states than the beam (typical of blank frames): only
+            # the prune margin can drop a state; when none falls outside it, nothing changes.
+            worst = min(min(map(_plus, new_pb, priors)), min(map(_plus, new_pnb, priors), default=best))
+            if worst >= best - cfg.beam_prune:
+                return nodes, new_pb, new_pnb, times
+        # Keep the beam best states within beam_prune of the best (a float sort finds the
+        # beam-th best score; ties at that score fall back to index order).
+        m = len(nodes)
+        sb = [b + p for b, p in zip(new_pb, priors, strict=True)]
+        snb = [nb + p for nb, p in zip(new_pnb, priors, strict=True)]
+        ranked = sorted(sb + snb, reverse=True)
+        if ranked[0] == NEG_INF:
+            return [], [], [], []
+        floor = ranked[0] - cfg.beam_prune
+        if len(ranked) > cfg.beam:
+            kth = ranked[cfg.beam - 1]
+            if kth > floor:
+                floor = kth
+            if len(ranked) > cfg.beam and ranked[cfg.beam] == kth and kth > NEG_INF:
+                return self._select_ties(nodes, new_pb, new_pnb, times, sb + snb, n)
+        out_nodes, out_pb, out_pnb, out_times = [], [], [], []
+        for j in range(m):
+            keep_b = sb[j] >= floor and sb[j] > NEG_INF
+            keep_nb = snb[j] >= floor and snb[j] > NEG_INF
+            if keep_b or keep_nb:
+                out_nodes.append(nodes[j])
+                out_pb.append(new_pb[j] if keep_b else NEG_INF)
+                out_pnb.append(new_pnb[j] if keep_nb else NEG_INF)
+                out_times.append(times[j])
+            elif j < n:
+                nodes[j].children.clear()  # a dropped prefix's cached extensions: free them
+        return out_nodes, out_pb, out_pnb, out_times
+
+    def _select_ties(
+        self,
+        nodes: list[PrefixNode],
+        pb: list[float],
+        pnb: list[float],
+        times: list[TimeLink],
+        scores: list[float],
+        n: int,
+    ) -> tuple[list[PrefixNode], list[float], list[float], list[TimeLink]]:
+        """Selection when scores tie at the beam boundary: the earlier states win."""
+        m = len(nodes)
+        keep = set(top_indices(scores, self.config.beam, self.config.beam_prune))
+        out_nodes, out_pb, out_pnb, out_times = [], [], [], []
+        for j in range(m):
+            keep_b, keep_nb = j in keep, j + m in keep
+            if keep_b or keep_nb:
+                out_nodes.append(nodes[j])
+                out_pb.append(pb[j] if keep_b else NEG_INF)
+                out_pnb.append(pnb[j] if keep_nb else NEG_INF)
+                out_times.append(times[j])
+            elif j < n:
+                nodes[j].children.clear()
+        return out_nodes, out_pb, out_pnb, out_times
 
     def _extend(
         self,
@@ -229,10 +303,11 @@ class CtcBeamSearch:
         times: list[TimeLink],
         new_pb: list[float],
         new_pnb: list[float],
+        priors: list[float],
         cands: list[tuple[float, int, int, float]],
     ) -> tuple[list[PrefixNode], list[TimeLink]]:
-        """Apply extension candidates (in place on ``new_pb``/``new_pnb``): merge into live
-        prefixes, create (and LM-score) the others."""
+        """Apply extension candidates (in place on ``new_pb``/``new_pnb``/``priors``): merge into
+        live prefixes, create (and LM-score) the others."""
         live = {nd.key: j for j, nd in enumerate(nodes)}
         pairs: list[tuple[PrefixNode, int]] = []
         sources: list[tuple[int, float]] = []
@@ -248,45 +323,15 @@ class CtcBeamSearch:
             sources.append((i, value))
         if not pairs:
             return nodes, times
-        children = self.fusion.extend(pairs)
-        new_nodes = nodes + children
-        new_times = times + [(t, times[i]) for i, _ in sources]
+        if self.fusion.batched:
+            children = self.fusion.extend(pairs)
+        else:
+            child = self.fusion.child
+            children = [child(parent, token) for parent, token in pairs]
         new_pb.extend([NEG_INF] * len(children))
-        new_pnb.extend(v for _, v in sources)
-        return new_nodes, new_times
-
-    def _select(
-        self,
-        nodes: list[PrefixNode],
-        pb: list[float],
-        pnb: list[float],
-        times: list[TimeLink],
-    ) -> tuple[list[PrefixNode], list[float], list[float], list[TimeLink]]:
-        """Keep the ``beam`` best states within ``beam_prune`` of the best."""
-        cfg = self.config
-        m = len(nodes)
-        scores = [b + nd.prior for nd, b in zip(nodes, pb, strict=True)]
-        scores += [nb + nd.prior for nd, nb in zip(nodes, pnb, strict=True)]
-        keep = top_indices(scores, cfg.beam, cfg.beam_prune)
-        order: dict[int, list[float]] = {}
-        for k in keep:
-            j = k % m
-            entry = order.get(j)
-            if entry is None:
-                entry = order[j] = [NEG_INF, NEG_INF]
-            if k < m:
-                entry[0] = pb[j]
-            else:
-                entry[1] = pnb[j]
-        for j, node in enumerate(nodes):
-            if j not in order:
-                node.children.clear()  # a dropped prefix's cached extensions: free them
-        return (
-            [nodes[j] for j in order],
-            [e[0] for e in order.values()],
-            [e[1] for e in order.values()],
-            [times[j] for j in order],
-        )
+        new_pnb.extend([v for _, v in sources])
+        priors.extend([c.prior for c in children])
+        return nodes + children, times + [(t, times[i]) for i, _ in sources]
 
     def _hypotheses(self, state: CtcState, final: bool) -> list[Hypothesis]:
         hyps = [
@@ -301,8 +346,12 @@ def _first(item: tuple[float, int, int, float]) -> float:
     return item[0]
 
 
-def _add(a: float, b: float) -> float:
-    return a + b
+def _neg_second(item: tuple[int, float]) -> float:
+    return -item[1]
+
+
+def _plus(a: float, b: float) -> float:
+    return a + b if a > NEG_INF else math.inf
 
 
 def ctc_greedy(log_probs: np.ndarray, blank_id: int = 0) -> Hypothesis:

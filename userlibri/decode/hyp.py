@@ -45,6 +45,7 @@ DEFAULT_BLANK_SKIP = 0.999
 DEFAULT_ACTIVE_PER_BEAM = 2
 
 FUSION_KINDS = ("lm", "context")
+_MEMO_SIZE = 1 << 16
 #: Largest magnitude accepted in log-probs / model outputs: sums over long utterances stay finite.
 MAX_MAGNITUDE = 1e10
 NEG_INF = -math.inf
@@ -244,6 +245,11 @@ class FusionSet:
         self.length_bonus = length_bonus
         self.context_size = context_size
         self._batched = tuple(callable(getattr(f.lm, "score_batch", None)) for f in self.fusions)
+        #: Whether any LM scores batches (then :meth:`extend` is worth calling with many pairs).
+        self.batched = any(self._batched)
+        #: (LM state, token) -> (score, next state) of a single unbatched LM; a cache of a pure
+        #: function (LM scores depend on the state only), bounded by clearing.
+        self._memo: dict[tuple[Hashable, int], tuple[float, Hashable]] = {}
 
     def root(self, ctx: tuple[int, ...] = ()) -> PrefixNode:
         states = tuple(f.lm.start_state() for f in self.fusions)
@@ -258,6 +264,34 @@ class FusionSet:
                     f"vocabulary mismatch: {what} has {vocab_size} token ids, but the {f.kind} "
                     f"model {f.lm!r} scores {size}; they must use the same tokenizer"
                 )
+
+    def child(self, parent: PrefixNode, token: int) -> PrefixNode:
+        """The child of ``parent`` by ``token`` (cached; LMs scored one at a time)."""
+        node = parent.children.get(token)
+        if node is not None:
+            return node
+        csize = self.context_size
+        ctx = (*parent.ctx[1:], token) if csize else ()
+        nf = len(self.fusions)
+        if nf == 0:
+            node = PrefixNode(parent, token, (), (), parent.fused, self.length_bonus, ctx)
+        elif nf == 1:
+            # Prefixes that differ only beyond the LM's history share its state: score once.
+            key = (parent.states[0], token)
+            hit = self._memo.get(key)
+            if hit is None:
+                hit = self.fusions[0].lm.score(parent.states[0], token)
+                if len(self._memo) >= _MEMO_SIZE:
+                    self._memo.clear()
+                self._memo[key] = hit
+            d, st = hit
+            w = self.weights[0]
+            fused = parent.fused + w * d if w else parent.fused
+            node = PrefixNode(parent, token, (st,), (parent.raw[0] + d,), fused, self.length_bonus, ctx)
+        else:
+            return self.extend([(parent, token)])[0]
+        parent.children[token] = node
+        return node
 
     def extend(self, pairs: Sequence[tuple[PrefixNode, int]]) -> list[PrefixNode]:
         """The child node of each ``(parent, token)``, LM-scored once and cached in the parent.
@@ -379,7 +413,8 @@ def check_matrix(x: object, what: str, columns: int | None = None) -> np.ndarray
     if columns is not None and x.shape[1] != columns:
         raise UserLibriError(f"{what}: expected {columns} columns, found shape {x.shape}")
     x = np.asarray(x, dtype=np.float64)
-    if x.size:
+    # min/max propagate NaN, so two passes check everything; locate the culprit only on failure.
+    if x.size and not (x.min() >= -MAX_MAGNITUDE and x.max() <= MAX_MAGNITUDE):
         bad = ~(np.abs(x) <= MAX_MAGNITUDE)  # NaN compares False
         if bad.any():
             t, v = np.argwhere(bad)[0]
