@@ -106,6 +106,35 @@ def test_chunked_decoding_equals_whole(seed: int) -> None:
     assert state.frames == 80
 
 
+def _peaky(rng: np.random.Generator, t: int, v: int) -> np.ndarray:
+    """CTC-like output: long runs of near-certain blank between single token frames."""
+    logits = rng.normal(size=(t, v))
+    logits[:, 0] += 14.0
+    for frame in range(2, t, 5):
+        logits[frame, rng.integers(1, v)] += 20.0
+        if rng.random() < 0.5:
+            logits[frame, rng.integers(1, v)] += 19.0
+    return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_chunked_equals_whole_across_blank_runs(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lp = _peaky(rng, 120, 12)
+    assert (lp[:, 0] > math.log(0.999)).mean() > 0.6  # the quiet-frame path is exercised
+    lm = random_bigram(rng, 12)
+    decoder = CtcBeamSearch(DecoderConfig(beam=6, lm_weight=0.5), lm=lm)
+    whole = decoder.decode(lp)
+    state = decoder.init_state()
+    for a in range(0, 120, 7):
+        state = decoder.advance(state, lp[a : a + 7])
+    assert decoder.finalize(state) == whole
+    unpruned = CtcBeamSearch(DecoderConfig.exhaustive(beam=6, lm_weight=0.5), lm=lm).decode(lp)
+    # Pruning only drops alignments: same answer, a little less probability mass.
+    assert unpruned[0].tokens == whole[0].tokens
+    assert unpruned[0].score - 1e-3 < whole[0].score <= unpruned[0].score + 1e-12
+
+
 def test_partial_results_grow_and_exclude_the_end_of_sentence() -> None:
     lm = BigramLM({}, 4, floor=-1.0, end={-1: -3.0, 1: -3.0, 2: -3.0, 3: -3.0})
     decoder = CtcBeamSearch(DecoderConfig(beam=4, lm_weight=1.0), lm=lm)
