@@ -69,16 +69,29 @@ def time_4gram(dataset: Path, target_words: int = 100_000, repeats: int = 3) -> 
 
 
 def neural_rows(
-    users_dir: Path, background: Path, tokenizer: Path, epsilons: list[float], max_sentences: int
+    users_dir: Path,
+    background: Path,
+    tokenizer: Path,
+    epsilons: list[float],
+    max_sentences: int,
+    books: list[str] | None = None,
 ) -> dict:
     """Personalise the neural background LM on each book's train.txt at each epsilon; held-out ppl."""
     from userlibri.lm import neural as N
     from userlibri.lm.neural_pipeline import personalize_dir
 
-    out: dict = {"background": str(background), "epsilons": epsilons, "books": {}}
+    out: dict = {
+        "background": str(background),
+        "epsilons": epsilons,
+        "train": "first N sentences of the book's train.txt, 1 epoch, batch 64, lr 1e-3",
+        "max_sentences": max_sentences,
+        "books": {},
+    }
     ckpt = background / "lm.pt" if background.is_dir() else background
     train_cfg = N.TrainConfig(epochs=1.0, lr=1e-3, batch_size=64, progress=False, threads=2)
     for bdir in sorted(p for p in users_dir.iterdir() if (p / "mix.json").is_file()):
+        if books and bdir.name not in books:
+            continue
         train = ev.read_sentences_file(bdir / "train.txt")[:max_sentences]
         heldout = ev.read_sentences_file(bdir / "heldout.txt")
         row = {
@@ -116,6 +129,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", type=Path, default=None)
     ap.add_argument("--epsilons", default="1,4,8,inf")
     ap.add_argument("--neural-sentences", type=int, default=2000)
+    ap.add_argument("--neural-books", default="", help="Only these books for the neural rows.")
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -14,8 +14,8 @@ probability 0 from that component (not its ``<unk>`` probability), so every comp
 distribution over the union vocabulary and the mixture stays normalised.
 
 Why not an existing tool: SRILM is not packaged; KenLM's ``interpolate`` (lm/interpolate/ in the
-kenlm sdist) is *log-linear* interpolation of lmplz intermediate files, a different model; IRSTLM
-(Debian ``irstlm``) was not adopted (its own OOV and sentence-start conventions).
+kenlm sdist, needs Eigen3) is *log-linear* interpolation of lmplz intermediate files, a different
+model. Debian's ``irstlm`` has an ``interpolate-lm`` tool; it was not evaluated here.
 
 Implementation: n-grams are numpy rows of word ids, looked up through sorted 64-bit row hashes
 (collisions are detected, never silently merged), one order at a time.
@@ -282,6 +282,9 @@ def mix_models(models: Sequence[ArpaModel], weights: Sequence[float]) -> MixResu
         _, first = np.unique(_row_hash(stacked), return_index=True)
         ids = stacked[np.sort(first)]
         tab = _Table.build(ids, f"mixed {k}-grams")
+        for part in parts:  # every component n-gram must be in the union (a collision would drop one)
+            if np.any(tab.find(part) < 0):
+                raise UserLibriError("n-gram hash collision while mixing; this should never happen")
         per_model = []
         for i, m in enumerate(models):
             lp = np.full(len(ids), -np.inf)

@@ -189,7 +189,8 @@ def build_book_lm(
             "models": ["ngram.arpa", str(background.path)],
             "weights": list(tuned.weights),
             "weight_user": tuned.weights[0],
-            "tuned_on": f"heldout.txt (EM, {tuned.iterations} iterations)",
+            "tuned_on": f"heldout.txt (EM, {tuned.iterations} iterations); the held-out perplexities "
+            "below are on the same sentences (one free parameter: a negligible optimism)",
             "heldout_every": split.every,
             "train_sentences": len(split.train),
             "heldout_sentences": len(split.heldout),
