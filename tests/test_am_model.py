@@ -42,6 +42,15 @@ def tiny_config(**kw) -> AMConfig:
     return AMConfig(**base)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run as fast on one thread, and the shared 2-core machine is not oversubscribed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model() -> AcousticModel:
     torch.manual_seed(0)

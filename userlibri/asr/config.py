@@ -135,6 +135,10 @@ class TrainConfig:
     max_batch_frames: int = 20000
     max_utt_seconds: float = 20.0
     num_buckets: int = 10
+    #: First epoch shortest-first (a curriculum that helps CTC leave the blank plateau).
+    sortagrad: bool = True
+    #: Sentences of the training books added to the transcripts when a tokenizer is trained here.
+    tokenizer_book_sentences: int = 20000
     #: Peak learning rate (AdamW), linear warm-up, then cosine decay to ``final_lr_ratio * lr``
     #: over ``decay_steps`` (0 = to the end of ``epochs``).
     lr: float = 2e-3

@@ -33,7 +33,6 @@ Shapes and units (``B`` batch, ``T`` input feature frames at 10 ms, ``T'`` encod
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -165,11 +164,16 @@ class RotaryAttention(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         """q (B,H,Tq,Dh), k/v (B,H,Tk,Dh), mask bool broadcastable to (B,H,Tq,Tk) -> (B,Tq,D)."""
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.dh)
-        scores = scores.masked_fill(~mask, float("-inf"))
-        out = torch.matmul(scores.softmax(dim=-1), v)  # (B,H,Tq,Dh)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B,H,Tq,Dh)
         b, h, t, dh = out.shape
         return self.out(out.transpose(1, 2).reshape(b, t, h * dh))
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` that costs nothing at p = 0 (dropout is ramped in from 0 during training)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x if self.p == 0.0 or not self.training else super().forward(x)
 
 
 class FeedForward(nn.Module):
@@ -179,7 +183,7 @@ class FeedForward(nn.Module):
             nn.LayerNorm(d_model),
             nn.Linear(d_model, ff_dim),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(ff_dim, d_model),
         )
 
@@ -223,7 +227,7 @@ class ConformerLayer(nn.Module):
         self.conv = ConvModule(d, config.conv_kernel)
         self.ff2 = FeedForward(d, config.ff_dim, config.dropout)
         self.norm_out = nn.LayerNorm(d)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
     def forward(
         self,

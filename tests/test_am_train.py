@@ -1,0 +1,316 @@
+"""Acoustic-model training: config loading, the 4-utterance overfit test, exact resume,
+checkpoint averaging, batching and the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from userlibri.asr.config import AMConfig, ExperimentConfig, TrainConfig, config_from_dict, load_config
+from userlibri.asr.data import FeatureSet, Item, load_utterances, make_batches, spec_augment
+from userlibri.asr.model import AcousticModel, count_parameters, ctc_greedy
+from userlibri.asr.train import (
+    AVG_FILE,
+    LOG_FILE,
+    augment_strength,
+    average_checkpoints,
+    learning_rate,
+    load_model,
+    train,
+)
+from userlibri.data.audio import read_audio, write_flac
+from userlibri.data.librispeech import write_transcripts
+from userlibri.errors import ConfigError, DataFormatError, UserLibriError
+from userlibri.features import FeatureStats, compute_fbank
+from userlibri.text.tokenizer import TokenizerConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ["HELLO WORLD", "THE CAT SAT ON THE MAT", "GOOD MORNING SIR", "YES OR NO"]
+
+
+def _tiny_am(**kw) -> AMConfig:
+    base = dict(
+        vocab_size=20,
+        d_model=64,
+        num_heads=4,
+        ff_dim=128,
+        num_layers=2,
+        conv_kernel=7,
+        subsampling_channels=16,
+        decoder_dim=32,
+        joiner_dim=32,
+        dropout=0.0,
+    )
+    base.update(kw)
+    return AMConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run as fast on one thread, and the shared 2-core machine is not oversubscribed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-utterance LibriSpeech-layout corpus (train = dev) synthesized with flite."""
+    from userlibri.data.tts import load_engine
+
+    try:
+        engine = load_engine("flite:kal16")
+    except Exception as e:  # noqa: BLE001 - flite is a Debian package the setup installs
+        pytest.skip(f"flite unavailable: {e}")
+    root = tmp_path_factory.mktemp("corpus")
+    for split in ("train", "dev"):
+        chdir = root / split / "1" / "2"
+        chdir.mkdir(parents=True)
+        trans = {}
+        for i, text in enumerate(TEXTS):
+            utt = f"1-2-{i:04d}"
+            wav = root / f"{split}{i}.wav"
+            engine.synthesize(text.lower(), wav)
+            samples, rate = read_audio(wav, 16000, resample=True)
+            write_flac(chdir / f"{utt}.flac", samples, rate)
+            trans[utt] = text
+        write_transcripts(chdir / "1-2.trans.txt", trans)
+    return root
+
+
+def _char_data(corpus: Path) -> tuple[torch.Tensor, torch.Tensor, list[list[int]], list[str]]:
+    utts = load_utterances(corpus, "train")
+    feats = [compute_fbank(*read_audio(u.audio)) for u in utts]
+    stats = FeatureStats.from_features(feats)
+    x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(stats.apply(f)) for f in feats], batch_first=True)
+    lens = torch.tensor([len(f) for f in feats])
+    vocab = ["<blk>"] + sorted(set("".join(TEXTS)))
+    return x, lens, [[vocab.index(c) for c in u.text] for u in utts], vocab
+
+
+def _overfit(corpus: Path, steps: int) -> tuple[list[float], list[str], list[str]]:
+    x, lens, targets, vocab = _char_data(corpus)
+    torch.manual_seed(0)
+    model = AcousticModel(_tiny_am(vocab_size=len(vocab)))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = 3e-3 * min(1.0, (step + 1) / 20)
+        out = model.losses(x, lens, targets)
+        opt.zero_grad()
+        out["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        losses.append(float(out["total"].detach()))
+    model.eval()
+    enc, enc_lens = model.encoder(x, lens)
+    hyps = ["".join(vocab[t] for t in h) for h in ctc_greedy(model.ctc_head(enc), enc_lens)]
+    return losses, hyps, [u.text for u in load_utterances(corpus, "train")]
+
+
+def test_overfit_fast_loss_halves(corpus: Path) -> None:
+    losses, _, _ = _overfit(corpus, 20)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.slow
+def test_overfit_four_utterances(corpus: Path) -> None:
+    """The NOTES.md sanity check: a tiny model must learn 4 utterances exactly (CTC greedy)."""
+    losses, hyps, refs = _overfit(corpus, 150)
+    assert hyps == refs
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def _exp_config(**train_kw) -> ExperimentConfig:
+    tc = TrainConfig(
+        epochs=3,
+        max_batch_frames=400,
+        warmup_steps=2,
+        augment_start=1,
+        augment_ramp=2,
+        checkpoint_minutes=60,
+        keep_checkpoints=3,
+        average_last=2,
+        dev_max_utts=2,
+        tokenizer_book_sentences=0,
+        log_every=1,
+        **train_kw,
+    )
+    model = _tiny_am(d_model=32, ff_dim=64, decoder_dim=16, joiner_dim=16, max_chunk=4, max_left_chunks=2)
+    return ExperimentConfig(
+        model=model, train=tc, tokenizer=TokenizerConfig(vocab_size=24, model_type="bpe")
+    ).validate()
+
+
+def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
+    cfg = _exp_config()
+    feats = tmp_path / "feats"
+    full = train(cfg, corpus, tmp_path / "full", max_steps=5, features_dir=feats, progress=False)
+    assert full.step == 5 and not full.finished and full.stop_reason == "max_steps"
+    part = train(cfg, corpus, tmp_path / "part", max_steps=3, features_dir=feats, progress=False)
+    assert part.step == 3
+    with pytest.raises(UserLibriError, match="--resume"):
+        train(cfg, corpus, tmp_path / "part", max_steps=5, features_dir=feats, progress=False)
+    resumed = train(
+        cfg, corpus, tmp_path / "part", resume=True, max_steps=5, features_dir=feats, progress=False
+    )
+    assert resumed.step == 5
+    a = torch.load(sorted((tmp_path / "full" / "checkpoints").glob("*.pt"))[-1], weights_only=False)
+    b = torch.load(sorted((tmp_path / "part" / "checkpoints").glob("*.pt"))[-1], weights_only=False)
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    # The run continues to the end: dev WER logged per epoch, averaged model written.
+    done = train(cfg, corpus, tmp_path / "part", resume=True, features_dir=feats, progress=False)
+    assert done.finished and done.epoch == 3
+    records = [json.loads(line) for line in (tmp_path / "part" / LOG_FILE).read_text().splitlines()]
+    dev = [r for r in records if r["event"] == "dev"]
+    assert [r["epoch"] for r in dev] == [1, 2, 3]
+    assert {"wer_full_ctc", "wer_full_transducer", "wer_stream_ctc", "wer_stream_transducer"} <= set(dev[0])
+    assert any(r["event"] == "train" and r["total"] > 0 for r in records)
+    model, meta = load_model(tmp_path / "part" / AVG_FILE)
+    assert meta["am_config"].vocab_size == 24 and meta["feature_stats"] is not None
+    assert count_parameters(model) > 0
+    assert len(list((tmp_path / "part" / "checkpoints").glob("*.pt"))) <= 3
+    cached = FeatureSet(feats / "train")
+    assert len(cached) == 4 and cached[0].dtype == np.float32 and cached[0].shape[1] == 80
+
+
+def test_average_checkpoints(tmp_path: Path) -> None:
+    paths = []
+    for i, scale in enumerate((1.0, 2.0, 6.0)):
+        sd = {
+            "w": torch.full((2, 3), scale),
+            "n": torch.tensor(i),
+            "h": torch.tensor([scale], dtype=torch.float16),
+        }
+        torch.save({"model": sd}, tmp_path / f"c{i}.pt")
+        paths.append(tmp_path / f"c{i}.pt")
+    avg = average_checkpoints(paths)
+    assert torch.equal(avg["w"], torch.full((2, 3), 3.0))
+    assert avg["n"].item() == 2
+    assert avg["h"].dtype == torch.float16 and avg["h"].item() == 3.0
+    torch.save({"model": {"w": torch.zeros(2, 3)}}, tmp_path / "bad.pt")
+    with pytest.raises(DataFormatError):
+        average_checkpoints([paths[0], tmp_path / "bad.pt"])
+    with pytest.raises(UserLibriError):
+        average_checkpoints([])
+
+
+def test_schedules() -> None:
+    tc = TrainConfig(lr=1e-3, warmup_steps=10, final_lr_ratio=0.1, augment_start=5, augment_ramp=10)
+    assert learning_rate(0, tc, 110) == pytest.approx(1e-4)
+    assert learning_rate(9, tc, 110) == pytest.approx(1e-3)
+    assert learning_rate(60, tc, 110) == pytest.approx(0.55e-3)
+    assert learning_rate(110, tc, 110) == pytest.approx(1e-4)
+    assert learning_rate(500, tc, 110) == pytest.approx(1e-4)
+    assert [augment_strength(s, tc) for s in (0, 4, 5, 10, 15, 100)] == [0, 0, 0, 0.5, 1, 1]
+
+
+def test_make_batches() -> None:
+    items = [Item(0, i, n, (1,)) for i, n in enumerate([100, 300, 200, 50, 400, 120, 90, 310])]
+    a = make_batches(items, 600, 2, seed=1, epoch=1, sort_first_epoch=True)
+    assert a == make_batches(items, 600, 2, seed=1, epoch=1, sort_first_epoch=True)
+    assert sorted(i for b in a for i in b) == list(range(8))
+    assert all(max(items[i].frames for i in b) * len(b) <= 600 for b in a)
+    first = make_batches(items, 600, 2, seed=1, epoch=0, sort_first_epoch=True)
+    longest = [max(items[i].frames for i in b) for b in first]
+    assert longest == sorted(longest)
+    others = {str(make_batches(items, 600, 2, seed=1, epoch=e, sort_first_epoch=True)) for e in range(1, 8)}
+    assert len(others) > 1
+
+
+def test_spec_augment() -> None:
+    x = torch.ones(2, 100, 80)
+    lens = torch.tensor([100, 60])
+    assert spec_augment(x, lens, 0.0, torch.Generator().manual_seed(0), 2, 27, 4, 0.05) is x
+    y = spec_augment(x, lens, 1.0, torch.Generator().manual_seed(0), 2, 27, 4, 0.05)
+    assert y.shape == x.shape and (y == 0).any() and (y == 1).any()
+    assert torch.equal(y, spec_augment(x, lens, 1.0, torch.Generator().manual_seed(0), 2, 27, 4, 0.05))
+
+
+def test_config_files_and_sizes() -> None:
+    for path, limit in (
+        ("recipes/mini/conf/am.yaml", 8e6),
+        ("recipes/userlibri/conf/am-librispeech.yaml", 15e6),
+    ):
+        cfg = load_config(ROOT / path)
+        model = AcousticModel(replace(cfg.model, vocab_size=cfg.tokenizer.vocab_size))
+        assert count_parameters(model) <= limit, path
+        assert cfg.model.num_layers >= 8
+        assert cfg.model.decode_chunk * 4 * cfg.features.frame_shift_ms <= 320
+
+
+def test_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown keys"):
+        config_from_dict({"model": {"d_model": 64, "layers": 3}})
+    with pytest.raises(ConfigError, match="unknown sections"):
+        config_from_dict({"modle": {}})
+    with pytest.raises(ConfigError, match="expected an integer"):
+        config_from_dict({"train": {"epochs": "ten"}})
+    with pytest.raises(ConfigError, match="feat_dim"):
+        config_from_dict({"features": {"num_mel_bins": 40}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2\n")
+    with pytest.raises(DataFormatError, match="YAML"):
+        load_config(bad)
+    assert config_from_dict({"train": {"lr": 1, "speed_factors": [0.9, 1.1]}}).train.speed_factors == (
+        0.9,
+        1.1,
+    )
+
+
+def test_load_utterances_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserLibriError, match="manifest"):
+        load_utterances(tmp_path, "train")
+
+
+def test_cli_train(corpus: Path, tmp_path: Path) -> None:
+    from userlibri.cli.asr import command
+
+    cfg = tmp_path / "am.yaml"
+    cfg.write_text(
+        "model: {d_model: 32, num_heads: 4, ff_dim: 64, num_layers: 2, conv_kernel: 5,"
+        " subsampling_channels: 8, decoder_dim: 16, joiner_dim: 16}\n"
+        "train: {max_batch_frames: 400, dev_max_utts: 2, tokenizer_book_sentences: 0, warmup_steps: 2}\n"
+        "tokenizer: {vocab_size: 24, model_type: bpe}\n"
+    )
+    result = CliRunner().invoke(
+        command,
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp_path / "exp"),
+            "--max-steps",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "stopped (max_steps) at step 2" in result.output
+    assert (tmp_path / "exp" / AVG_FILE).is_file() and (
+        tmp_path / "exp" / "tokenizer" / "tokens.txt"
+    ).is_file()
+
+
+def test_seeded_chunk_sampling_is_reproducible() -> None:
+    from userlibri.asr.model import sample_chunk
+
+    cfg = _tiny_am()
+    assert [sample_chunk(cfg, random.Random(3)) for _ in range(5)] == [
+        sample_chunk(cfg, random.Random(3)) for _ in range(5)
+    ]

@@ -1,0 +1,606 @@
+"""Train the acoustic model: tokenizer, cached features, CMVN, dynamic-chunk CTC + transducer
+training with warm-up/cosine LR, ramped SpecAugment and dropout, checkpoints (every N minutes and
+every epoch, atomic, newest K kept), exact ``resume``, checkpoint averaging and a per-epoch dev
+greedy WER log.
+
+Experiment directory (``out``)::
+
+    config.json            the resolved ExperimentConfig
+    tokenizer/             tokenizer.model, tokens.txt, ... (trained here unless one is given)
+    feature_stats.json     global CMVN statistics of the training features
+    checkpoints/ckpt-<step>.pt
+    train_log.jsonl        {"event": "train" | "dev" | "stop", ...} one JSON object a line
+    model-avg.pt           average of the newest ``average_last`` checkpoints (see ``load_model``)
+
+Resume is exact: the model, optimizer, step, epoch, position in the epoch's (deterministic) batch
+order and every RNG state are restored, so a resumed run reaches the same parameters as an
+uninterrupted one on the same device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from userlibri.asr.config import AMConfig, ExperimentConfig, TrainConfig
+from userlibri.asr.data import (
+    FeatureSet,
+    Item,
+    SourceUtt,
+    build_feature_cache,
+    collate,
+    load_utterances,
+    make_batches,
+    spec_augment,
+)
+from userlibri.asr.model import (
+    AcousticModel,
+    count_parameters,
+    ctc_greedy,
+    output_frames,
+    sample_chunk,
+    transducer_greedy,
+)
+from userlibri.errors import DataFormatError, UserLibriError
+from userlibri.features import FeatureConfig, FeatureStats
+from userlibri.fsio import atomic_path, write_json_atomic
+from userlibri.text.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+CKPT_DIR = "checkpoints"
+LOG_FILE = "train_log.jsonl"
+STATS_FILE = "feature_stats.json"
+AVG_FILE = "model-avg.pt"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a ``train`` call did."""
+
+    out_dir: Path
+    step: int
+    epoch: int
+    finished: bool
+    stop_reason: str
+    model_path: Path | None
+    num_parameters: int
+    seconds: float
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def _book_sentences(data: Path, split: str, limit: int) -> list[str]:
+    """Normalised sentences of the books read in ``split`` (LibriSpeech layout), at most ``limit``."""
+    from userlibri.data.librispeech import find_book_text, read_book_text, read_chapters
+    from userlibri.text.normalize import normalize_transcript
+    from userlibri.text.sentences import split_sentences
+
+    chapters_file = data / "CHAPTERS.TXT"
+    if limit <= 0 or not chapters_file.is_file():
+        return []
+    books = sorted({c.book_id for c in read_chapters(chapters_file).values() if c.subset == split})
+    out: list[str] = []
+    for book in books:
+        path = find_book_text(data, book)
+        if path is None:
+            continue
+        for sent in split_sentences(read_book_text(path)):
+            norm = normalize_transcript(sent)
+            if norm:
+                out.append(norm)
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def prepare_tokenizer(
+    out: Path,
+    config: ExperimentConfig,
+    train_utts: Sequence[SourceUtt],
+    data: Path,
+    split: str,
+    tokenizer: Path | None,
+) -> Tokenizer:
+    """The experiment's tokenizer: ``out/tokenizer`` if present, else a copy of ``tokenizer``, else
+    one trained on the training transcripts plus sentences of the training books."""
+    tok_dir = out / TOKENIZER_DIR
+    if (tok_dir / MODEL_FILE).is_file():
+        return Tokenizer.load(tok_dir)
+    if tokenizer is not None:
+        src = Tokenizer.load(tokenizer)
+        with atomic_path(tok_dir) as tmp:
+            tmp.mkdir(parents=True)
+            shutil.copy2(src.path, tmp / MODEL_FILE)
+            Tokenizer(tmp / MODEL_FILE).write_tokens_txt(tmp / "tokens.txt")
+        return Tokenizer.load(tok_dir)
+    text = [u.text for u in train_utts] + _book_sentences(data, split, config.train.tokenizer_book_sentences)
+    log.info("training a tokenizer on %d sentences", len(text))
+    return train_tokenizer(text, tok_dir, config.tokenizer)
+
+
+# ----------------------------------------------------------------------------- schedule
+
+
+def learning_rate(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Linear warm-up to ``cfg.lr`` then cosine decay to ``final_lr_ratio * lr`` at ``total_steps``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, total_steps - cfg.warmup_steps)
+    frac = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.final_lr_ratio * cfg.lr
+    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * frac))
+
+
+def augment_strength(step: int, cfg: TrainConfig) -> float:
+    """0 before ``augment_start``, then a linear ramp to 1 over ``augment_ramp`` steps."""
+    if step < cfg.augment_start:
+        return 0.0
+    if cfg.augment_ramp == 0:
+        return 1.0
+    return min(1.0, (step - cfg.augment_start) / cfg.augment_ramp)
+
+
+def _set_dropout(model: torch.nn.Module, p: float) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _ckpt_paths(out: Path) -> list[Path]:
+    return sorted((out / CKPT_DIR).glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+
+
+def _save_checkpoint(out: Path, state: dict[str, Any], keep: int) -> Path:
+    path = out / CKPT_DIR / f"ckpt-{state['step']:08d}.pt"
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    for old in _ckpt_paths(out)[:-keep]:
+        old.unlink()
+    return path
+
+
+def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the ``model`` state dicts in ``paths`` (float tensors, accumulated in
+    float64); integer buffers are taken from the last checkpoint."""
+    if not paths:
+        raise UserLibriError("average_checkpoints: expected at least one checkpoint, found none")
+    avg: dict[str, torch.Tensor] = {}
+    last: dict[str, torch.Tensor] = {}
+    for path in paths:
+        sd = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        if avg and set(sd) != set(avg):
+            raise DataFormatError(path, f"the same parameters as {paths[0]}", f"{len(sd)} differing keys")
+        for k, v in sd.items():
+            if v.is_floating_point():
+                avg[k] = avg[k] + v.double() if k in avg else v.double().clone()
+            else:
+                avg[k] = v
+        last = sd
+    n = len(paths)
+    return {k: (v / n).to(last[k].dtype) if last[k].is_floating_point() else v for k, v in avg.items()}
+
+
+def save_model(
+    path: Path,
+    model_state: dict[str, torch.Tensor],
+    am: AMConfig,
+    features: FeatureConfig,
+    stats: FeatureStats,
+    tokenizer: Tokenizer,
+    extra: dict[str, Any],
+) -> None:
+    """Write a self-describing model file (what ``load_model`` and the exporter read)."""
+    payload = {
+        "am_config": am.to_dict(),
+        "model": model_state,
+        "feature_config": features.to_dict(),
+        "feature_stats": stats.to_dict(),
+        "tokenizer_model_id": tokenizer.model_id,
+        **extra,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[AcousticModel, dict[str, Any]]:
+    """Load ``model-avg.pt`` (or a checkpoint) -> (model in eval mode, metadata dict with keys
+    ``am_config`` (AMConfig), ``feature_config`` (FeatureConfig), ``feature_stats`` (FeatureStats
+    or None), ``tokenizer_model_id``, ``step``)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+        am = AMConfig(**payload["am_config"])
+    except (OSError, KeyError, TypeError, RuntimeError) as e:
+        raise DataFormatError(
+            path, "an acoustic-model file written by 'userlibri asr train'", repr(e)
+        ) from None
+    model = AcousticModel(am).to(device)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    stats = payload.get("feature_stats")
+    meta = {
+        "am_config": am,
+        "feature_config": FeatureConfig.from_dict(payload.get("feature_config", {})),
+        "feature_stats": FeatureStats.from_dict(stats, str(path)) if stats else None,
+        "tokenizer_model_id": payload.get("tokenizer_model_id", ""),
+        "step": payload.get("step", 0),
+    }
+    return model, meta
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: AcousticModel,
+    sets: Sequence[FeatureSet],
+    items: Sequence[Item],
+    stats: FeatureStats,
+    tokenizer: Tokenizer,
+    device: torch.device,
+    max_frames: int,
+    modes: dict[str, tuple[int, int]],
+) -> dict[str, float]:
+    """Greedy WER (%) of CTC and transducer per mode (name -> (chunk_size, left_chunks))."""
+    import jiwer
+
+    model.eval()
+    refs = [tokenizer.decode(it.tokens) for it in items]
+    hyps: dict[str, list[str]] = {f"{m}_{h}": [""] * len(items) for m in modes for h in ("ctc", "transducer")}
+    order = sorted(range(len(items)), key=lambda i: items[i].frames)
+    batches, cur = [], []
+    for i in order:
+        if cur and items[i].frames * (len(cur) + 1) > max_frames:
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    for batch in batches:
+        feats, lens = collate([sets[items[i].set_index][items[i].utt_index] for i in batch], stats)
+        feats, lens = feats.to(device), lens.to(device)
+        for name, (chunk, left) in modes.items():
+            enc, enc_lens = model.encoder(feats, lens, chunk, left)
+            for key, out in (
+                ("ctc", ctc_greedy(model.ctc_head(enc), enc_lens, model.config.blank_id)),
+                ("transducer", transducer_greedy(model, enc, enc_lens)),
+            ):
+                for i, toks in zip(batch, out, strict=True):
+                    hyps[f"{name}_{key}"][i] = tokenizer.decode(toks)
+    model.train()
+    result = {}
+    for key, h in hyps.items():
+        result[f"wer_{key}"] = round(100.0 * jiwer.wer(refs, h), 2) if refs else float("nan")
+    return result
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _items(sets: Sequence[FeatureSet], tokenizer: Tokenizer, max_frames: int) -> tuple[list[Item], int]:
+    """Training examples; utterances too long, too short or with more tokens than encoder frames
+    (CTC cannot align them) are dropped. Returns (items, dropped)."""
+    items, dropped = [], 0
+    for s, fs in enumerate(sets):
+        for i, (text, n) in enumerate(zip(fs.texts, fs.lengths.tolist(), strict=True)):
+            toks = tuple(tokenizer.encode(text))
+            if n > max_frames or not toks or output_frames(n) < len(toks):
+                dropped += 1
+                continue
+            items.append(Item(s, i, n, toks))
+    return items, dropped
+
+
+def _rng_state(chunk_rng: random.Random, aug: torch.Generator) -> dict[str, Any]:
+    state = {
+        "python": chunk_rng.getstate(),
+        "torch": torch.get_rng_state(),
+        "aug": aug.get_state(),
+        "numpy": np.random.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], chunk_rng: random.Random, aug: torch.Generator) -> None:
+    chunk_rng.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    aug.set_state(state["aug"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _append_log(out: Path, record: dict[str, Any]) -> None:
+    with open(out / LOG_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserLibriError(f"device: expected an available device, found {device!r} without CUDA")
+    return torch.device(device)
+
+
+def train(
+    config: ExperimentConfig,
+    data: str | Path,
+    out: str | Path,
+    resume: bool = False,
+    device: str = "auto",
+    max_minutes: float | None = None,
+    max_steps: int | None = None,
+    tokenizer: str | Path | None = None,
+    features_dir: str | Path | None = None,
+    train_split: str = "train",
+    dev_split: str | None = "dev",
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or with ``resume`` continue) an acoustic model in ``out``; see the module docstring.
+
+    ``max_minutes``/``max_steps`` override the config's limits for this call; stopping on them
+    writes a checkpoint and ``model-avg.pt`` so a later ``resume`` continues exactly.
+    """
+    t_start = time.monotonic()
+    config.validate()
+    tc = config.train
+    if max_minutes is not None:
+        tc = replace(tc, max_minutes=max_minutes)
+    if max_steps is not None:
+        tc = replace(tc, max_steps=max_steps)
+    data, out = Path(data), Path(out)
+    existing = _ckpt_paths(out) if out.is_dir() else []
+    if existing and not resume:
+        raise UserLibriError(f"{out}: holds checkpoints; pass --resume to continue or choose a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed % 2**32)
+
+    # Data: tokenizer, features, CMVN, items.
+    train_utts = load_utterances(data, train_split)
+    tok = prepare_tokenizer(
+        out, config, train_utts, data, train_split, Path(tokenizer) if tokenizer else None
+    )
+    am = replace(config.model, vocab_size=tok.vocab_size, blank_id=tok.blank_id).validate()
+    config = replace(config, model=am, train=tc)
+    write_json_atomic(out / "config.json", config.to_dict())
+    feat_root = Path(features_dir) if features_dir else out / "features"
+    jobs = max(1, tc.num_workers)
+    speeds = [1.0] + [f for f in tc.speed_factors if f != 1.0]
+    train_sets = [
+        build_feature_cache(
+            train_utts,
+            feat_root / (train_split if s == 1.0 else f"{train_split}-sp{s:g}"),
+            config.features,
+            s,
+            jobs,
+            progress,
+        )
+        for s in speeds
+    ]
+    if (out / STATS_FILE).is_file():
+        stats = FeatureStats.load(out / STATS_FILE)
+    else:
+        stats = train_sets[0].stats()
+        stats.save(out / STATS_FILE)
+    max_in = int(tc.max_utt_seconds * 1000 / config.features.frame_shift_ms)
+    items, dropped = _items(train_sets, tok, max_in)
+    if not items:
+        raise UserLibriError(f"{data}/{train_split}: no usable training utterances ({dropped} dropped)")
+    if dropped:
+        log.warning("dropped %d training utterances (too long, empty or more tokens than frames)", dropped)
+    dev_sets: list[FeatureSet] = []
+    dev_items: list[Item] = []
+    if dev_split and tc.dev_max_utts:
+        dev_utts = load_utterances(data, dev_split)[: tc.dev_max_utts]
+        dev_sets = [
+            build_feature_cache(dev_utts, feat_root / dev_split, config.features, 1.0, jobs, progress)
+        ]
+        dev_items, _ = _items(dev_sets, tok, 10**9)
+
+    # Model, optimizer, state.
+    model = AcousticModel(am).to(dev)
+    nparams = count_parameters(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    chunk_rng = random.Random(tc.seed)
+    aug_gen = torch.Generator().manual_seed(tc.seed)
+    batches_per_epoch = len(
+        make_batches(items, tc.max_batch_frames, tc.num_buckets, tc.seed, 0, tc.sortagrad)
+    )
+    total_steps = tc.decay_steps or tc.epochs * batches_per_epoch
+    step = epoch = batch_in_epoch = 0
+    if resume and existing:
+        ck = torch.load(existing[-1], map_location=dev, weights_only=False)
+        if ck["am_config"] != am.to_dict():
+            raise UserLibriError(
+                f"{existing[-1]}: model config differs from this run's; resume needs the same"
+            )
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
+        total_steps = ck["total_steps"]
+        _set_rng_state(ck["rng"], chunk_rng, aug_gen)
+        log.info("resumed from %s (step %d, epoch %d, batch %d)", existing[-1], step, epoch, batch_in_epoch)
+    log.info(
+        "model: %d parameters; %d training utterances, %d batches/epoch, device %s",
+        nparams,
+        len(items),
+        batches_per_epoch,
+        dev,
+    )
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and tc.amp else nullcontext()
+
+    def checkpoint() -> Path:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "total_steps": total_steps,
+            "am_config": am.to_dict(),
+            "train_config": config.to_dict(),
+            "rng": _rng_state(chunk_rng, aug_gen),
+            "feature_stats": stats.to_dict(),
+            "feature_config": config.features.to_dict(),
+            "tokenizer_model_id": tok.model_id,
+        }
+        return _save_checkpoint(out, state, tc.keep_checkpoints)
+
+    model.train()
+    last_ckpt = time.monotonic()
+    stop_reason = ""
+    window: dict[str, float] = {"ctc": 0.0, "transducer": 0.0, "total": 0.0, "n": 0, "frames": 0}
+    window_start = time.monotonic()
+    while epoch < tc.epochs and not stop_reason:
+        batches = make_batches(items, tc.max_batch_frames, tc.num_buckets, tc.seed, epoch, tc.sortagrad)
+        bar = tqdm(
+            total=len(batches),
+            initial=batch_in_epoch,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            disable=not progress,
+            leave=False,
+        )
+        while batch_in_epoch < len(batches):
+            if tc.max_steps and step >= tc.max_steps:
+                stop_reason = "max_steps"
+            elif tc.max_minutes and time.monotonic() - t_start >= tc.max_minutes * 60:
+                stop_reason = "max_minutes"
+            if stop_reason:
+                break
+            batch = [items[i] for i in batches[batch_in_epoch]]
+            feats, lens = collate([train_sets[it.set_index][it.utt_index] for it in batch], stats)
+            strength = augment_strength(step, tc)
+            feats = spec_augment(
+                feats,
+                lens,
+                strength,
+                aug_gen,
+                tc.freq_masks,
+                tc.freq_mask_width,
+                tc.time_masks,
+                tc.time_mask_ratio,
+            )
+            _set_dropout(model, am.dropout * strength)
+            chunk, left = sample_chunk(am, chunk_rng)
+            lr = learning_rate(step, tc, total_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with amp:
+                losses = model.losses(
+                    feats.to(dev),
+                    lens.to(dev),
+                    [it.tokens for it in batch],
+                    chunk_size=chunk,
+                    left_chunks=left,
+                )
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+            if math.isfinite(grad_norm):
+                opt.step()
+            else:
+                log.warning("step %d: non-finite gradient norm, update skipped", step)
+            step += 1
+            batch_in_epoch += 1
+            bar.update()
+            for k in ("ctc", "transducer", "total"):
+                window[k] += float(losses[k].detach())
+            window["n"] += 1
+            window["frames"] += int(lens.sum())
+            if step % tc.log_every == 0:
+                secs = time.monotonic() - window_start
+                rec = {
+                    "event": "train",
+                    "step": step,
+                    "epoch": epoch,
+                    "lr": lr,
+                    "augment": round(strength, 3),
+                    "steps_per_s": round(window["n"] / secs, 3),
+                    "audio_s_per_s": round(
+                        window["frames"] * config.features.frame_shift_ms / 1000 / secs, 2
+                    ),
+                    **{k: round(window[k] / window["n"], 4) for k in ("ctc", "transducer", "total")},
+                }
+                _append_log(out, rec)
+                bar.set_postfix(loss=f"{rec['total']:.3f}", lr=f"{lr:.2e}")
+                window = {"ctc": 0.0, "transducer": 0.0, "total": 0.0, "n": 0, "frames": 0}
+                window_start = time.monotonic()
+            if time.monotonic() - last_ckpt >= tc.checkpoint_minutes * 60:
+                checkpoint()
+                last_ckpt = time.monotonic()
+        bar.close()
+        if stop_reason:
+            break
+        epoch += 1
+        batch_in_epoch = 0
+        record: dict[str, Any] = {
+            "event": "dev",
+            "epoch": epoch,
+            "step": step,
+            "elapsed_s": round(time.monotonic() - t_start, 1),
+        }
+        if dev_items:
+            modes = {"full": (-1, -1), "stream": (am.decode_chunk, am.decode_left_chunks)}
+            record.update(evaluate(model, dev_sets, dev_items, stats, tok, dev, tc.max_batch_frames, modes))
+        _append_log(out, record)
+        log.info("epoch %d done: %s", epoch, record)
+        checkpoint()
+        last_ckpt = time.monotonic()
+    finished = not stop_reason
+    if not stop_reason:
+        stop_reason = "epochs"
+    newest = _ckpt_paths(out)
+    if not newest or int(newest[-1].stem.split("-")[1]) != step:
+        checkpoint()
+    paths = _ckpt_paths(out)[-tc.average_last :]
+    save_model(
+        out / AVG_FILE,
+        average_checkpoints(paths),
+        am,
+        config.features,
+        stats,
+        tok,
+        {"step": step, "averaged": [p.name for p in paths]},
+    )
+    seconds = time.monotonic() - t_start
+    _append_log(
+        out,
+        {
+            "event": "stop",
+            "reason": stop_reason,
+            "step": step,
+            "epoch": epoch,
+            "seconds": round(seconds, 1),
+            "averaged": [p.name for p in paths],
+        },
+    )
+    return TrainResult(out, step, epoch, finished, stop_reason, out / AVG_FILE, nparams, seconds)
