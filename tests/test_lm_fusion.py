@@ -140,3 +140,27 @@ def test_interpolated_lm_vocabulary_is_checked_by_the_decoder() -> None:
     lm = InterpolatedLM([(A, 1.0), (C, -0.3)])
     with pytest.raises(UserLibriError, match="mismatch"):
         CtcBeamSearch(lm=lm).decode(np.log(np.full((2, 6), 1 / 6)))
+
+
+def test_decoders_and_scorers_do_not_import_torch() -> None:
+    import json
+    import subprocess
+    import sys
+
+    modules = [
+        "userlibri.decode.hyp",
+        "userlibri.decode.ctc_beam",
+        "userlibri.decode.transducer_beam",
+        "userlibri.lm.interpolate",
+        "userlibri.lm.context",
+        "userlibri.lm.kenlm_scorer",
+    ]
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []

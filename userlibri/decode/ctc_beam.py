@@ -163,22 +163,25 @@ class CtcBeamSearch:
         ``min_token_logprob``, in ascending token order; none on skipped frames. One vectorised
         pass over the chunk: frames seldom hold more than a few tokens above the threshold."""
         cfg = self.config
-        ok = lp >= cfg.min_token_logprob
+        active = np.flatnonzero(~skip)
+        out: list[list[tuple[int, float]]] = [[] for _ in range(lp.shape[0])]
+        if active.size == 0:
+            return out
+        sub = lp[active]
+        ok = sub >= cfg.min_token_logprob
         ok[:, self.blank_id] = False
         ok[:, [i for i in self.suppress_ids if i < lp.shape[1]]] = False
-        ok[skip] = False
         rows, cols = np.nonzero(ok)
-        vals = lp[rows, cols]
-        bounds = np.searchsorted(rows, np.arange(lp.shape[0] + 1)).tolist()
+        vals = sub[rows, cols]
+        bounds = np.searchsorted(rows, np.arange(active.size + 1)).tolist()
         cols_l, vals_l = cols.tolist(), vals.tolist()
         topk = cfg.token_topk
-        out = []
-        for t in range(lp.shape[0]):
-            a, b = bounds[t], bounds[t + 1]
+        for r, t in enumerate(active.tolist()):
+            a, b = bounds[r], bounds[r + 1]
             pairs = list(zip(cols_l[a:b], vals_l[a:b], strict=True))
             if topk and len(pairs) > topk:
                 pairs = sorted(sorted(pairs, key=_neg_second)[:topk])
-            out.append(pairs)
+            out[t] = pairs
         return out
 
     def _step(
