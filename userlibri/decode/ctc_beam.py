@@ -312,6 +312,25 @@ class CtcBeamSearch:
         """Apply extension candidates (in place on ``new_pb``/``new_pnb``/``priors``): merge into
         live prefixes, create (and LM-score) the others."""
         live = {nd.key: j for j, nd in enumerate(nodes)}
+        if not self.fusion.batched:
+            # One LM call at a time (cached): create children as we go.
+            child = self.fusion.child
+            out_nodes, out_times = list(nodes), list(times)
+            for _, i, token, value in cands:
+                parent = nodes[i]
+                j = live.get(hash((parent.key, token)))
+                if j is not None:
+                    z = nodes[j]
+                    if z.token == token and z.parent is not None and z.parent.same_prefix(parent):
+                        new_pnb[j] = log_add(new_pnb[j], value)
+                        continue
+                node = child(parent, token)
+                out_nodes.append(node)
+                out_times.append((t, times[i]))
+                new_pb.append(NEG_INF)
+                new_pnb.append(value)
+                priors.append(node.prior)
+            return out_nodes, out_times
         pairs: list[tuple[PrefixNode, int]] = []
         sources: list[tuple[int, float]] = []
         for _, i, token, value in cands:
@@ -326,11 +345,7 @@ class CtcBeamSearch:
             sources.append((i, value))
         if not pairs:
             return nodes, times
-        if self.fusion.batched:
-            children = self.fusion.extend(pairs)
-        else:
-            child = self.fusion.child
-            children = [child(parent, token) for parent, token in pairs]
+        children = self.fusion.extend(pairs)
         new_pb.extend([NEG_INF] * len(children))
         new_pnb.extend([v for _, v in sources])
         priors.extend([c.prior for c in children])

@@ -250,6 +250,8 @@ class FusionSet:
         #: (LM state, token) -> (score, next state) of a single unbatched LM; a cache of a pure
         #: function (LM scores depend on the state only), bounded by clearing.
         self._memo: dict[tuple[Hashable, int], tuple[float, Hashable]] = {}
+        self._score0 = self.fusions[0].lm.score if self.fusions else None
+        self._w0 = self.weights[0] if self.fusions else 0.0
 
     def root(self, ctx: tuple[int, ...] = ()) -> PrefixNode:
         states = tuple(f.lm.start_state() for f in self.fusions)
@@ -277,15 +279,16 @@ class FusionSet:
             node = PrefixNode(parent, token, (), (), parent.fused, self.length_bonus, ctx)
         elif nf == 1:
             # Prefixes that differ only beyond the LM's history share its state: score once.
-            key = (parent.states[0], token)
-            hit = self._memo.get(key)
+            state = parent.states[0]
+            memo = self._memo
+            hit = memo.get((state, token))
             if hit is None:
-                hit = self.fusions[0].lm.score(parent.states[0], token)
-                if len(self._memo) >= _MEMO_SIZE:
-                    self._memo.clear()
-                self._memo[key] = hit
+                hit = self._score0(state, token)
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                memo[(state, token)] = hit
             d, st = hit
-            w = self.weights[0]
+            w = self._w0
             fused = parent.fused + w * d if w else parent.fused
             node = PrefixNode(parent, token, (st,), (parent.raw[0] + d,), fused, self.length_bonus, ctx)
         else:
