@@ -17,6 +17,7 @@ from userlibri.asr.model import (
     input_frames,
     output_frames,
     sample_chunk,
+    streaming_forward,
     transducer_greedy,
 )
 from userlibri.errors import ConfigError, UserLibriError
@@ -102,6 +103,7 @@ def test_streaming_equals_chunk_masked_forward(model: AcousticModel, chunk: int,
     assert streamed.shape == full.shape
     assert (streamed - full).abs().max().item() < 1e-5
     assert caches.offset.tolist() == [full.shape[1]] * 2
+    assert torch.equal(streaming_forward(model.encoder, feats, chunk, left), streamed)
 
 
 def test_chunking_changes_output(model: AcousticModel) -> None:

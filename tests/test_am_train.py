@@ -160,6 +160,9 @@ def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
     assert part.step == 3
     with pytest.raises(UserLibriError, match="--resume"):
         train(cfg, corpus, tmp_path / "part", max_steps=5, features_dir=feats, progress=False)
+    # As if the run had been killed after logging step 4 but before its next checkpoint.
+    with open(tmp_path / "part" / LOG_FILE, "a") as f:
+        f.write(json.dumps({"event": "train", "step": 4, "total": 1.0}) + "\n")
     resumed = train(
         cfg, corpus, tmp_path / "part", resume=True, max_steps=5, features_dir=feats, progress=False
     )
@@ -174,6 +177,8 @@ def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "part" / LOG_FILE).read_text().splitlines()]
     dev = [r for r in records if r["event"] == "dev"]
     assert [r["epoch"] for r in dev] == [1, 2, 3]
+    steps = [r["step"] for r in records if r["event"] == "train"]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
     assert {"wer_full_ctc", "wer_full_transducer", "wer_stream_ctc", "wer_stream_transducer"} <= set(dev[0])
     assert any(r["event"] == "train" and r["total"] > 0 for r in records)
     model, meta = load_model(tmp_path / "part" / AVG_FILE)

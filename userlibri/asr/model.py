@@ -59,6 +59,7 @@ __all__ = [
     "output_frames",
     "pad_targets",
     "sample_chunk",
+    "streaming_forward",
     "transducer_greedy",
 ]
 
@@ -342,6 +343,23 @@ class Encoder(nn.Module):
             new_att.append(kv[:, :, kv.shape[2] - w :])
             new_conv.append(conv)
         return x, EncoderCache(torch.stack(new_att), torch.stack(new_conv), offset + t)
+
+
+@torch.no_grad()
+def streaming_forward(encoder: Encoder, feats: Tensor, chunk_size: int, left_chunks: int) -> Tensor:
+    """Run ``feats`` (B, T, F) through ``forward_chunk`` chunk by chunk (windows of ``4c+3`` frames
+    advancing by ``4c``; a shorter last window of >= 7 frames) -> (B, T', D). Equals
+    ``encoder(feats, lens, chunk_size, left_chunks)[0]`` for unpadded input (the reference loop
+    for exported streaming encoders)."""
+    caches = encoder.init_caches(feats.shape[0], chunk_size, left_chunks, feats.device, feats.dtype)
+    outs, start, step = [], 0, SUBSAMPLING_FACTOR * chunk_size
+    while feats.shape[1] - start >= input_frames(1):
+        out, caches = encoder.forward_chunk(feats[:, start : start + input_frames(chunk_size)], caches)
+        outs.append(out)
+        start += step
+    if not outs:
+        return feats.new_zeros(feats.shape[0], 0, encoder.config.d_model)
+    return torch.cat(outs, dim=1)
 
 
 class CtcHead(nn.Module):

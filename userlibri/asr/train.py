@@ -56,7 +56,7 @@ from userlibri.asr.model import (
 )
 from userlibri.errors import DataFormatError, UserLibriError
 from userlibri.features import FeatureConfig, FeatureStats
-from userlibri.fsio import atomic_path, write_json_atomic
+from userlibri.fsio import atomic_path, write_json_atomic, write_text_atomic
 from userlibri.text.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -332,6 +332,17 @@ def _set_rng_state(state: dict[str, Any], chunk_rng: random.Random, aug: torch.G
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _truncate_log(out: Path, step: int) -> None:
+    """Drop log records past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    path = out / LOG_FILE
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(keep) != len(lines):
+        write_text_atomic(path, "".join(line + "\n" for line in keep))
+
+
 def _append_log(out: Path, record: dict[str, Any]) -> None:
     with open(out / LOG_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
@@ -447,6 +458,7 @@ def train(
         step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
         total_steps = ck["total_steps"]
         _set_rng_state(ck["rng"], chunk_rng, aug_gen)
+        _truncate_log(out, step)
         log.info("resumed from %s (step %d, epoch %d, batch %d)", existing[-1], step, epoch, batch_in_epoch)
     log.info(
         "model: %d parameters; %d training utterances, %d batches/epoch, device %s",
