@@ -52,6 +52,9 @@ if [ ! -f "$STAMPS/deps-$deps_key" ]; then
   # torch first and exactly pinned, so that nothing resolves a CUDA build.
   "$VENV/bin/pip" install -q torch==2.13.0
   "$VENV/bin/pip" install -q -e ".[train,synth,bench,dev]"
+  # Peer decoders for `userlibri bench decoder` (benchmarks only, never imported by the package).
+  # pyctcdecode pins numpy<2 in its metadata but works with numpy 2: --no-deps keeps our numpy.
+  "$VENV/bin/pip" install -q --no-deps pyctcdecode==0.5.0 pygtrie==2.6.2 flashlight-text==0.0.7
   # Every torchaudio wheel for x86_64 links CUDA libraries that a CPU torch lacks. Its pure-Python
   # parts (compliance.kaldi, transforms, models.Conformer/Emformer) work once the compiled libraries
   # are removed; we use nothing else from it (I/O goes through soundfile).
