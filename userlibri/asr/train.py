@@ -365,6 +365,7 @@ def train(
     device: str = "auto",
     max_minutes: float | None = None,
     max_steps: int | None = None,
+    threads: int | None = None,
     tokenizer: str | Path | None = None,
     features_dir: str | Path | None = None,
     train_split: str = "train",
@@ -373,7 +374,7 @@ def train(
 ) -> TrainResult:
     """Train (or with ``resume`` continue) an acoustic model in ``out``; see the module docstring.
 
-    ``max_minutes``/``max_steps`` override the config's limits for this call; stopping on them
+    ``max_minutes``/``max_steps``/``threads`` override the config for this call; stopping on them
     writes a checkpoint and ``model-avg.pt`` so a later ``resume`` continues exactly.
     """
     t_start = time.monotonic()
@@ -383,6 +384,8 @@ def train(
         tc = replace(tc, max_minutes=max_minutes)
     if max_steps is not None:
         tc = replace(tc, max_steps=max_steps)
+    if threads is not None:
+        tc = replace(tc, threads=threads)
     data, out = Path(data), Path(out)
     existing = _ckpt_paths(out) if out.is_dir() else []
     if existing and not resume:

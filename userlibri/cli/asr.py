@@ -42,6 +42,12 @@ def command() -> None:
 )
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps in total.")
 @click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="CPU threads for torch (0 = torch's default; 1 is fastest on a busy machine); overrides the config.",
+)
+@click.option(
     "--tokenizer",
     type=click.Path(exists=True, path_type=Path),
     default=None,
@@ -64,6 +70,7 @@ def train_command(
     device: str,
     max_minutes: float | None,
     max_steps: int | None,
+    threads: int | None,
     tokenizer: Path | None,
     features_dir: Path | None,
     train_split: str,
@@ -82,6 +89,7 @@ def train_command(
         device=device,
         max_minutes=max_minutes,
         max_steps=max_steps,
+        threads=threads,
         tokenizer=tokenizer,
         features_dir=features_dir,
         train_split=train_split,
