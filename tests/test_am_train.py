@@ -302,6 +302,8 @@ def test_cli_train(corpus: Path, tmp_path: Path) -> None:
             "2",
             "--device",
             "cpu",
+            "--threads",
+            "1",
             "--no-progress",
         ],
     )
