@@ -321,3 +321,20 @@ def test_seeded_chunk_sampling_is_reproducible() -> None:
     assert [sample_chunk(cfg, random.Random(3)) for _ in range(5)] == [
         sample_chunk(cfg, random.Random(3)) for _ in range(5)
     ]
+
+
+def test_feature_cache_speed_and_reuse(corpus: Path, tmp_path: Path) -> None:
+    from userlibri.asr.data import build_feature_cache
+    from userlibri.features import FeatureConfig
+
+    utts = load_utterances(corpus, "train")
+    plain = build_feature_cache(utts, tmp_path / "sp1", FeatureConfig(), 1.0, progress=False)
+    stamp = (tmp_path / "sp1" / "feats.npy").stat().st_mtime_ns
+    again = build_feature_cache(utts, tmp_path / "sp1", FeatureConfig(), 1.0, progress=False)
+    assert (tmp_path / "sp1" / "feats.npy").stat().st_mtime_ns == stamp
+    assert np.array_equal(again[2], plain[2]) and again.ids == [u.id for u in utts]
+    fast = build_feature_cache(utts, tmp_path / "sp11", FeatureConfig(), 1.1, progress=False)
+    ratio = fast.lengths / plain.lengths
+    assert np.all(np.abs(ratio - 1 / 1.1) < 0.02)
+    stale = build_feature_cache(utts[:2], tmp_path / "sp1", FeatureConfig(), 1.0, progress=False)
+    assert len(stale) == 2
