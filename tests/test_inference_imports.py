@@ -17,6 +17,7 @@ INFERENCE_MODULES = (
     "userlibri.lm.kenlm_scorer",
     "userlibri.lm.onnx_lm",
     "userlibri.lm.context",
+    "userlibri.lm.loader",
     "userlibri.text.tokenizer",
     "userlibri.decode",
     "userlibri.recognizer",
