@@ -156,7 +156,12 @@ def main() -> None:
         eps = [float(x) for x in args.epsilons.split(",")]
         t0 = time.perf_counter()
         result["neural"] = neural_rows(
-            args.out, args.neural_background, args.tokenizer, eps, args.neural_sentences
+            args.out,
+            args.neural_background,
+            args.tokenizer,
+            eps,
+            args.neural_sentences,
+            args.neural_books.replace(",", " ").split() or None,
         )
         result["neural"]["seconds"] = time.perf_counter() - t0
     else:
