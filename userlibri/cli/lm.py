@@ -135,9 +135,9 @@ def ngram_cmd(
 
 
 def _attach_neural() -> None:
-    from userlibri.cli.lm_neural import COMMANDS
+    from userlibri.cli import lm_eval, lm_neural
 
-    for c in COMMANDS:
+    for c in lm_neural.COMMANDS + lm_eval.COMMANDS:
         command.add_command(c)
 
 
