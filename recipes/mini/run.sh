@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The mini UserLibri recipe: public-domain books + offline TTS -> a LibriSpeech-layout corpus ->
-# the UserLibri release layout, and its statistics. Later stages (LMs, decoding, benchmark) are
-# added as their issues land. Every stage is re-runnable; --stage N resumes from stage N.
+# the UserLibri release layout and its statistics -> per-user n-gram LMs and their held-out
+# perplexity. Decoding and the per-user WER benchmark join once the acoustic model is trained and
+# shipped. Every stage is re-runnable; --stage N resumes from stage N.
 #
 #   recipes/mini/run.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S]
 set -euo pipefail
@@ -39,4 +40,12 @@ fi
 if run 2; then
   echo "== stage 2: build the UserLibri layout and print its statistics"
   $userlibri build --librispeech "$work/LibriSpeech" --out "$work/UserLibri"
+fi
+if run 3; then
+  echo "== stage 3: per-user LMs: background 4-gram, one 4-gram per book, tuned interpolation"
+  $userlibri lm users --dataset "$work/UserLibri" --out "$work/lm" --corpus "$books"
+fi
+if run 4; then
+  echo "== stage 4: held-out word perplexity per user book"
+  $userlibri lm eval --users-dir "$work/lm"
 fi
