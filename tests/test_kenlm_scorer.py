@@ -11,7 +11,7 @@ import pytest
 
 from userlibri.errors import ConfigError, DataFormatError, UserLibriError
 from userlibri.lm.base import LM_KINDS, LanguageModel, Registry, load_lm
-from userlibri.lm.kenlm_scorer import KenLMTokenScorer, KenLMWordScorer
+from userlibri.lm.kenlm_scorer import DEFAULT_OOV_PENALTY, KenLMTokenScorer, KenLMWordScorer
 from userlibri.lm.ngram import NgramConfig, train_ngram
 from userlibri.text.tokenizer import TokenizerConfig, train_tokenizer
 
@@ -71,14 +71,62 @@ def _feed(lm: LanguageModel, pieces: list[str], ids: dict[str, int] = ID) -> tup
         ([B + "THE", B + "TH", "E", "Y", B + "SAT"], -0.4 - 1.8 - 0.6 - 0.3),
         # THERE | <s>: bo(<s>) -0.5 + p(THERE) -1.6; </s> | THERE: bo(THERE) -0.25 + p(</s>) -1.0
         ([B + "TH", "E", "RE"], -2.1 - 1.25),
-        # DOG is not in the LM: <unk> | <s> THE = -0.2 - 0.3 - 1.5; </s> | <unk>: p(</s>) -1.0
+        # X is not in the LM: <unk> | <s> THE = -0.2 - 0.3 - 1.5; </s> | <unk>: p(</s>) -1.0
+        # (plus the OOV penalty, added below)
         ([B + "THE", B, "X"], -0.4 - 2.0 - 1.0),
     ],
 )
 def test_word_scorer_matches_hand_computed_scores(pieces: list[str], log10: float) -> None:
-    lm = KenLMWordScorer(TINY, PIECES)
-    total, _ = _feed(lm, pieces)
+    n_oov = pieces.count("X")
+    total, _ = _feed(KenLMWordScorer(TINY, PIECES), pieces)
+    assert total == pytest.approx(log10 * LN10 + n_oov * DEFAULT_OOV_PENALTY, abs=1e-6)
+    total, _ = _feed(KenLMWordScorer(TINY, PIECES, oov_penalty=-5.0), pieces)
+    assert total == pytest.approx(log10 * LN10 - 5.0 * n_oov, abs=1e-6)
+    # With no penalty the sum is KenLM's own sentence score, <unk> included.
+    total, _ = _feed(KenLMWordScorer(TINY, PIECES, oov_penalty=0.0), pieces)
     assert total == pytest.approx(log10 * LN10, abs=1e-6)
+
+
+def test_oov_penalty_default_and_validation() -> None:
+    # pyctcdecode's unk_score_offset = -10 (log10), in nats.
+    assert DEFAULT_OOV_PENALTY == pytest.approx(-23.02585, abs=1e-5)
+    lm = KenLMWordScorer(TINY, PIECES)
+    assert lm.oov_penalty == DEFAULT_OOV_PENALTY
+    assert lm.vocabulary == ("CAT", "SAT", "THE", "THERE", "THEY")
+    for bad in (1.0, float("nan"), float("-inf")):
+        with pytest.raises(ConfigError, match="oov_penalty"):
+            KenLMWordScorer(TINY, PIECES, oov_penalty=bad)
+        with pytest.raises(ConfigError, match="unknown_prefix_score"):
+            KenLMWordScorer(TINY, PIECES, unknown_prefix_score=bad)
+    # A vocabulary word KenLM does not know is out of vocabulary all the same.
+    extra = KenLMWordScorer(TINY, PIECES, vocabulary=["THE", "CAT", "XYZZY"])
+    assert extra.vocabulary == ("CAT", "THE")
+    assert extra.prefix_score("SA") == extra.unknown_prefix_score
+
+
+def test_unknown_prefix_is_penalised_at_once_and_settled_exactly() -> None:
+    lm = KenLMWordScorer(TINY, PIECES)
+    unk_unigram = -1.5 * LN10
+    assert lm.unknown_prefix_score == pytest.approx(unk_unigram + DEFAULT_OOV_PENALTY, abs=1e-9)
+    # "THE" then "X..." : the first piece of the impossible word already costs the OOV price...
+    state = lm.start_state()
+    s1, state = lm.score(state, ID[B + "THE"])
+    s2, state = lm.score(state, ID[B + "C"])  # C: CAT's prefix, no penalty
+    assert s2 > -5.0
+    s3, state = lm.score(state, ID["Y"])  # CY: no word starts with it
+    assert s3 < DEFAULT_OOV_PENALTY
+    s4, state = lm.score(state, ID["X"])  # CYX: still unknown, no further change
+    assert s4 == 0.0
+    # ...and the sentence total is KenLM's score with <unk> for CYX, plus one penalty.
+    # <s> THE -0.4; <unk> | <s> THE: bo(<s> THE) -0.2 + bo(THE) -0.3 + p(<unk>) -1.5; </s> -1.0
+    end = lm.final_score(state)
+    expected = (-0.4 - 2.0 - 1.0) * LN10 + DEFAULT_OOV_PENALTY
+    assert s1 + s2 + s3 + s4 + end == pytest.approx(expected, abs=1e-6)
+    # An OOV merge of two good words loses to the two words by about the penalty.
+    merged, _ = _feed(lm, [B + "CAT", "AT"])  # CATAT
+    split, _ = _feed(lm, [B + "CAT", B + "C", "AT"])  # CAT CAT
+    assert merged < split + DEFAULT_OOV_PENALTY / 2
+    assert _feed(KenLMWordScorer(TINY, PIECES, oov_penalty=0.0), [B + "CAT", "AT"])[0] > split
 
 
 def test_token_scorer_matches_hand_computed_scores() -> None:
@@ -112,8 +160,9 @@ def test_partial_word_lookahead_present_mid_word_and_cancelled_at_word_end() -> 
     s4, state = lm.score(state, ID[B + "SAT"])
     assert s4 == pytest.approx((-1.8 + 1.3 - 1.4) * LN10, abs=1e-6)
     assert s1 + s2 + s3 + s4 == pytest.approx((-1.8 - 1.4) * LN10, abs=1e-6)
-    # A prefix no word has gets the unknown-prefix score (<unk>'s unigram by default, or as set).
-    assert lm.prefix_score("X") == pytest.approx(-1.5 * LN10, abs=1e-6)
+    # A prefix no word has gets the unknown-prefix score (by default what an OOV word costs as a
+    # unigram: <unk>'s unigram + the OOV penalty; or as set).
+    assert lm.prefix_score("X") == pytest.approx(-1.5 * LN10 + DEFAULT_OOV_PENALTY, abs=1e-6)
     assert KenLMWordScorer(TINY, PIECES, unknown_prefix_score=-20.0).prefix_score("X") == -20.0
     assert lm.prefix_score("C") == pytest.approx(-1.2 * LN10, abs=1e-6)
 
@@ -149,7 +198,7 @@ SENTENCES = [
     "THE MILLER WALKED HOME",
     "THE OLD MILLER WALKED DOWN TO THE RIVER IN THE MORNING",
     "A ZEBRA SAT BY THE QUIET FIRE",  # ZEBRA is out of vocabulary (and Z is not even a piece)
-    "HARBOURS AND SHIPS",  # HARBOURS and SHIPS are unseen words made of seen pieces
+    "HARBOURS AND SHIPS",  # HARBOURS is an unseen word made of seen pieces
     "THE",
 ]
 
@@ -160,32 +209,43 @@ def test_word_scorer_equals_kenlm_sentence_score(trained, binary: bool) -> None:
     path = word.binary if binary else word.arpa
     lm = KenLMWordScorer(path, tok)
     model = kenlm.Model(str(path))
+    n_oov_seen = 0
     for sentence in SENTENCES:
         total, steps = _feed_ids(lm, tok.encode(sentence))
-        # Identical to KenLM's per-word log10 scores summed in double precision...
-        exact = sum(p for p, _, _ in model.full_scores(sentence, bos=True, eos=True)) * LN10
-        assert total == pytest.approx(exact, abs=1e-9), sentence
+        scores = list(model.full_scores(sentence, bos=True, eos=True))
+        n_oov = sum(oov for _, _, oov in scores)
+        n_oov_seen += n_oov
+        # Identical to KenLM's per-word log10 scores summed in double precision, plus the OOV
+        # penalty once per out-of-vocabulary word (none in the in-vocabulary sentences)...
+        exact = sum(p for p, _, _ in scores) * LN10
+        assert total == pytest.approx(exact + n_oov * DEFAULT_OOV_PENALTY, abs=1e-9), sentence
         # ...and to kenlm.Model.score, which sums in float32.
-        assert total == pytest.approx(model.score(sentence, bos=True, eos=True) * LN10, abs=1e-5)
+        kenlm_total = model.score(sentence, bos=True, eos=True) * LN10
+        assert total - n_oov * DEFAULT_OOV_PENALTY == pytest.approx(kenlm_total, abs=1e-5)
         assert len(steps) == len(tok.encode(sentence))
+    assert n_oov_seen == 2  # ZEBRA, HARBOURS
+    assert sum(not any(o for _, _, o in model.full_scores(s)) for s in SENTENCES) == 3
 
 
-def test_word_scorer_unknown_word_gets_unk_score(trained) -> None:  # noqa: ANN001
+def test_word_scorer_unknown_word_gets_unk_score_plus_penalty(trained) -> None:  # noqa: ANN001
     tok, word, _ = trained
     lm = KenLMWordScorer(word.binary, tok)
+    assert lm.vocabulary == tuple(sorted(set(CORPUS.read_text(encoding="utf-8").split())))
     model = kenlm.Model(str(word.binary))
     assert [oov for _, _, oov in model.full_scores("THE ZEBRA")] == [False, True, False]
     assert tok.unk_id in tok.encode("THE ZEBRA")
     total, _ = _feed_ids(lm, tok.encode("THE ZEBRA"))
-    # ZEBRA is scored exactly as the word <unk> in its context.
+    # ZEBRA is scored exactly as the word <unk> in its context, plus the OOV penalty.
     out = kenlm.State()
     expected = (
         model.BaseScore(_after(model, []), "THE", out)
         + model.BaseScore(_after(model, ["THE"]), "<unk>", out)
         + model.BaseScore(_after(model, ["THE", "<unk>"]), "</s>", out)
     )
-    assert total == pytest.approx(expected * LN10, abs=1e-9)
+    assert total == pytest.approx(expected * LN10 + DEFAULT_OOV_PENALTY, abs=1e-9)
     assert total == pytest.approx(_feed_ids(lm, tok.encode("THE QX"))[0], abs=1e-9)
+    plain = KenLMWordScorer(word.binary, tok, oov_penalty=0.0)
+    assert _feed_ids(plain, tok.encode("THE ZEBRA"))[0] == pytest.approx(expected * LN10, abs=1e-9)
 
 
 def _after(model, words: list[str]):  # noqa: ANN001, ANN202

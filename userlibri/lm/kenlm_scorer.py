@@ -1,12 +1,18 @@
 """KenLM scorers implementing :class:`userlibri.lm.base.LanguageModel` over sentencepiece ids.
 
 * :class:`KenLMWordScorer`: a word-level KenLM fed sub-word pieces. Pieces are buffered until a
-  word boundary (a piece starting with ``▁``); the whole word is scored then. Meanwhile the
-  partial word gets a look-ahead score, the best unigram log-prob among vocabulary words that
-  start with it (or an unknown-prefix score when none does), so that beams in the middle of a
-  good word are not pruned in favour of beams that have just finished one. The look-ahead is
-  carried in the state and subtracted when the word completes: the scores of a finished
-  sentence sum to exactly KenLM's full-sentence score.
+  word boundary (a piece starting with ``▁``); the whole word is scored then. A completed word
+  that is not in the LM's vocabulary gets KenLM's ``<unk>`` score plus an explicit OOV penalty
+  (``oov_penalty``, natural log, default :data:`DEFAULT_OOV_PENALTY`, pyctcdecode's
+  ``unk_score_offset`` of -10 in log10): ``<unk>``'s own probability is far too high for a
+  decoder, which otherwise merges words into out-of-vocabulary strings ("EMMAEAR").
+  Meanwhile the partial word gets a look-ahead score, the best unigram log-prob among
+  vocabulary words that start with it, so that beams in the middle of a good word are not
+  pruned in favour of beams that have just finished one. A prefix that no vocabulary word
+  starts with can only become an OOV word, so it gets the OOV word's score right away
+  (``<unk>`` unigram + ``oov_penalty``) and such beams fall early. The look-ahead is carried in
+  the state and subtracted when the word completes: the scores of a finished sentence sum to
+  exactly KenLM's full-sentence score plus ``oov_penalty`` per out-of-vocabulary word.
 * :class:`KenLMTokenScorer`: a token-level KenLM whose "words" are sentencepiece pieces.
 
 All scores are natural logs (KenLM's log10 times ln 10). States are plain tuples or
@@ -24,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from userlibri.errors import DataFormatError, UserLibriError, missing_dependency
+from userlibri.errors import ConfigError, DataFormatError, UserLibriError, missing_dependency
 from userlibri.lm.base import register_lm
 from userlibri.lm.ngram import SPECIAL_WORDS, iter_arpa, read_arpa_unigrams
 from userlibri.text.tokenizer import BLANK_PIECE, SOS_EOS_PIECE, WORD_BOUNDARY, Tokenizer
@@ -36,6 +42,9 @@ _KENLM_BINARY_MAGIC = b"mmap lm "
 #: Pieces that are not text: the decoder must never feed them to an LM.
 _NON_TEXT_PIECES = frozenset({BLANK_PIECE, SOS_EOS_PIECE, "<s>", "</s>", "<pad>"})
 _PREFIX_CACHE_SIZE = 1 << 17
+#: Natural-log penalty added to KenLM's ``<unk>`` score for a completed out-of-vocabulary word
+#: (pyctcdecode's default ``unk_score_offset = -10`` in log10, i.e. -23.03 nats).
+DEFAULT_OOV_PENALTY = -10.0 * LN10
 
 #: A word-scorer state: (KenLM state after the completed words, pending partial word, the
 #: look-ahead score already given to that partial word).
@@ -105,8 +114,11 @@ class KenLMWordScorer:
 
     ``tokenizer`` maps ids to pieces (a :class:`Tokenizer` or the list of pieces).
     ``vocabulary``: the LM's words; by default read from the ARPA (the model itself or the
-    ``.arpa`` beside a binary). ``unknown_prefix_score`` (natural log) is the look-ahead for a
-    partial word that no vocabulary word starts with; by default the ``<unk>`` unigram score.
+    ``.arpa`` beside a binary); words KenLM does not know are dropped from it.
+    ``oov_penalty`` (natural log, <= 0) is added to KenLM's ``<unk>`` score for every completed
+    word outside the vocabulary. ``unknown_prefix_score`` (natural log) is the look-ahead for a
+    partial word that no vocabulary word starts with; by default what such a word will cost as
+    a unigram, ``<unk>``'s unigram score + ``oov_penalty``.
     """
 
     def __init__(
@@ -115,7 +127,17 @@ class KenLMWordScorer:
         tokenizer: Tokenizer | Sequence[str],
         vocabulary: Sequence[str] | None = None,
         unknown_prefix_score: float | None = None,
+        oov_penalty: float = DEFAULT_OOV_PENALTY,
     ) -> None:
+        if not (math.isfinite(oov_penalty) and oov_penalty <= 0.0):
+            raise ConfigError(f"oov_penalty: expected a finite natural-log value <= 0, found {oov_penalty}")
+        if unknown_prefix_score is not None and not (
+            math.isfinite(unknown_prefix_score) and unknown_prefix_score <= 0.0
+        ):
+            raise ConfigError(
+                f"unknown_prefix_score: expected a finite natural-log value <= 0, "
+                f"found {unknown_prefix_score}"
+            )
         kenlm = _kenlm()
         self.path = Path(model_path)
         self.model = load_kenlm(self.path)
@@ -138,16 +160,20 @@ class KenLMWordScorer:
                 self._tokens.append((False, piece))
         if vocabulary is None:
             vocabulary = list(read_arpa_unigrams(_vocabulary_source(self.path)))
-        words = sorted({w for w in vocabulary if w not in SPECIAL_WORDS})
+        words = sorted({w for w in vocabulary if w not in SPECIAL_WORDS and w in self.model})
         null = self._State()
         self.model.NullContextWrite(null)
         out = self._State()
-        self._words = words
+        self._words = tuple(words)
+        self._word_set = frozenset(words)
         self._word_scores = np.array(
             [self.model.BaseScore(null, w, out) * LN10 for w in words], dtype=np.float64
         )
         self.unk_score = self.model.BaseScore(null, "<unk>", out) * LN10
-        self.unknown_prefix_score = self.unk_score if unknown_prefix_score is None else unknown_prefix_score
+        self.oov_penalty = float(oov_penalty)
+        self.unknown_prefix_score = (
+            self.unk_score + self.oov_penalty if unknown_prefix_score is None else float(unknown_prefix_score)
+        )
         self._prefix_cache: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -156,6 +182,20 @@ class KenLMWordScorer:
     @property
     def order(self) -> int:
         return self.model.order
+
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        """The LM's words (sorted, without ``<s>``, ``</s>``, ``<unk>``): what is not OOV."""
+        return self._words
+
+    def word_score(self, kstate, word: str):  # noqa: ANN001, ANN201 - kenlm.State
+        """Natural-log score of the completed ``word`` after ``kstate`` (``oov_penalty`` added
+        when it is out of vocabulary); returns ``(score, next_kenlm_state)``."""
+        out = self._State()
+        value = self.model.BaseScore(kstate, word, out) * LN10
+        if word not in self._word_set:
+            value += self.oov_penalty
+        return value, out
 
     def prefix_score(self, prefix: str) -> float:
         """Natural-log look-ahead for a partial word: the best unigram score of a word with this
@@ -193,9 +233,11 @@ class KenLMWordScorer:
         starts_word, text = self._token(token)
         delta = 0.0
         if starts_word:
-            if partial:
+            if partial:  # word_score, inlined: this is the decoder's hottest call
                 out = self._State()
                 delta = self.model.BaseScore(kstate, partial, out) * LN10 - lookahead
+                if partial not in self._word_set:
+                    delta += self.oov_penalty
                 kstate = out
             else:
                 delta = -lookahead
@@ -211,9 +253,8 @@ class KenLMWordScorer:
         kstate, partial, lookahead = state
         total = -lookahead
         if partial:
-            out = self._State()
-            total += self.model.BaseScore(kstate, partial, out) * LN10
-            kstate = out
+            value, kstate = self.word_score(kstate, partial)
+            total += value
         return total + self.model.BaseScore(kstate, "</s>", self._State()) * LN10
 
 

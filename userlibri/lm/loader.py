@@ -64,7 +64,7 @@ def resolve_lm(path: str | Path, kind: str | None = None) -> tuple[str, Path]:
 def check_word_vocabulary(lm: LanguageModel, pieces: Sequence[str], model_source: str | Path) -> None:
     """``UserLibriError`` naming both if a word LM's words mostly cannot be spelled with the
     acoustic model's pieces (e.g. a lower-case LM for an upper-case model)."""
-    words = getattr(lm, "_words", None)  # KenLMWordScorer's sorted vocabulary
+    words = getattr(lm, "vocabulary", None)  # KenLMWordScorer's sorted vocabulary
     if not words:
         return
     letters = {c for p in pieces if not p.startswith("<") for c in p.replace("\u2581", "")}
