@@ -133,7 +133,7 @@ def main() -> None:
             from pyctcdecode import build_ctcdecoder
 
             labels = ["", "\u2047", "<unk>", *tok.pieces[3:]]
-            peer = build_ctcdecoder(labels, kenlm_model_path=str(model.binary), unigrams=list(lm._words),
+            peer = build_ctcdecoder(labels, kenlm_model_path=str(model.binary), unigrams=list(lm.vocabulary),
                                     alpha=args.lm_weight, beta=0.0)
         except ImportError:
             peer = None
