@@ -43,6 +43,7 @@ from userlibri.decode.hyp import (
     make_fusions,
     top_indices,
 )
+from userlibri.decode.search import StreamingSearch
 from userlibri.errors import UserLibriError
 from userlibri.lm.base import LanguageModel
 
@@ -64,7 +65,7 @@ class CtcState:
     vocab_size: int | None
 
 
-class CtcBeamSearch:
+class CtcBeamSearch(StreamingSearch):
     """CTC prefix beam search over ``(T, V)`` log-probs with LM fusion; stateless, streaming.
 
     ``fusions``: ``Fusion`` objects or ``(lm, weight[, kind])`` tuples; ``lm``/``context`` add one
@@ -72,6 +73,8 @@ class CtcBeamSearch:
     (e.g. ``<sos/eos>``, which text LMs cannot score). ``vocab_size``, when given, is checked
     against the LMs at once (else at the first chunk).
     """
+
+    input_name = "CTC log-probs"
 
     def __init__(
         self,
@@ -134,29 +137,9 @@ class CtcBeamSearch:
                 state.frames + t, lp[t], blank_lp[t], cands[t], nodes, pb, pnb, times
             )
             quiet = max(pnb) == NEG_INF
-        return CtcState(
-            state.frames + n_frames, tuple(nodes), tuple(pb), tuple(pnb), tuple(times), vocab
-        )
-
-    def finalize(self, state: CtcState) -> list[Hypothesis]:
-        """Hypotheses best first, each LM's end-of-sentence score included. Zero frames give the
-        one empty hypothesis."""
-        return self._hypotheses(state, final=True)
-
-    def partial(self, state: CtcState) -> list[Hypothesis]:
-        """Current hypotheses best first, without the end-of-sentence scores."""
-        return self._hypotheses(state, final=False)
-
-    def decode(self, log_probs: np.ndarray) -> list[Hypothesis]:
-        """Whole-utterance decoding: ``finalize(advance(init_state(), log_probs))``."""
-        return self.finalize(self.advance(self.init_state(), log_probs))
+        return CtcState(state.frames + n_frames, tuple(nodes), tuple(pb), tuple(pnb), tuple(times), vocab)
 
     # -- internals ----------------------------------------------------------------------------------
-    def _check_vocab(self, vocab: int) -> None:
-        if self.blank_id >= vocab:
-            raise UserLibriError(f"CTC log-probs: blank id {self.blank_id} outside the vocabulary of {vocab}")
-        self.fusion.check_vocab(vocab, "the CTC log-probs")
-
     def _candidates(self, lp: np.ndarray, skip: np.ndarray) -> list[list[tuple[int, float]]]:
         """Per frame, the ``(token, log-prob)`` pairs that may extend a prefix: at most
         ``token_topk`` of the most likely tokens (ties: lower id first) at or above

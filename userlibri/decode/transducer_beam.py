@@ -37,6 +37,7 @@ from userlibri.decode.hyp import (
     make_fusions,
     select_top,
 )
+from userlibri.decode.search import StreamingSearch
 from userlibri.errors import UserLibriError
 from userlibri.lm.base import LanguageModel
 
@@ -81,13 +82,15 @@ def _run_joiner(joiner: JoinerFn, enc: np.ndarray, dec: np.ndarray, vocab: int |
     return check_matrix(out, "transducer joiner log-probs")
 
 
-class TransducerBeamSearch:
+class TransducerBeamSearch(StreamingSearch):
     """Modified beam search over encoder frames with LM fusion; stateless, streaming.
 
     ``context_size``: tokens the decoder sees; ``start_context``: the context before any token
     (default ``context_size`` blanks). Other arguments as for
     :class:`~userlibri.decode.ctc_beam.CtcBeamSearch`. ``config.blank_skip`` is not used.
     """
+
+    input_name = "transducer joiner output"
 
     def __init__(
         self,
@@ -123,9 +126,7 @@ class TransducerBeamSearch:
         self.blank_id = blank_id
         self.context_size = context_size
         self.suppress_ids = tuple(sorted({int(i) for i in suppress_ids} - {blank_id}))
-        self.fusion = FusionSet(
-            make_fusions(config, fusions, lm, context), config.length_bonus, context_size
-        )
+        self.fusion = FusionSet(make_fusions(config, fusions, lm, context), config.length_bonus, context_size)
         self._masks: dict[int, np.ndarray] = {}
         if vocab_size is not None:
             self._check_vocab(vocab_size)
@@ -153,26 +154,7 @@ class TransducerBeamSearch:
             nodes, am, dec, times = self._step(state.frames + t, logp, nodes, am, dec, times)
         return TransducerState(state.frames + enc.shape[0], tuple(nodes), am, dec, tuple(times), vocab)
 
-    def finalize(self, state: TransducerState) -> list[Hypothesis]:
-        """Hypotheses best first, each LM's end-of-sentence score included."""
-        return self._hypotheses(state, final=True)
-
-    def partial(self, state: TransducerState) -> list[Hypothesis]:
-        """Current hypotheses best first, without the end-of-sentence scores."""
-        return self._hypotheses(state, final=False)
-
-    def decode(self, encoder_out: np.ndarray) -> list[Hypothesis]:
-        """Whole-utterance decoding of ``(T, D)`` encoder output."""
-        return self.finalize(self.advance(self.init_state(), encoder_out))
-
     # -- internals ----------------------------------------------------------------------------------
-    def _check_vocab(self, vocab: int) -> None:
-        if self.blank_id >= vocab:
-            raise UserLibriError(
-                f"transducer joiner: blank id {self.blank_id} outside the vocabulary of {vocab}"
-            )
-        self.fusion.check_vocab(vocab, "the transducer joiner output")
-
     def _mask(self, vocab: int) -> np.ndarray:
         mask = self._masks.get(vocab)
         if mask is None:
