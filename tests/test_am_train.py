@@ -122,7 +122,6 @@ def test_overfit_fast_loss_halves(corpus: Path) -> None:
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.slow
 def test_overfit_four_utterances(corpus: Path) -> None:
     """The NOTES.md sanity check: a tiny model must learn 4 utterances exactly (CTC greedy)."""
     losses, hyps, refs = _overfit(corpus, 150)
