@@ -133,8 +133,13 @@ def main() -> None:
             from pyctcdecode import build_ctcdecoder
 
             labels = ["", "\u2047", "<unk>", *tok.pieces[3:]]
-            peer = build_ctcdecoder(labels, kenlm_model_path=str(model.binary), unigrams=list(lm.vocabulary),
-                                    alpha=args.lm_weight, beta=0.0)
+            peer = build_ctcdecoder(
+                labels,
+                kenlm_model_path=str(model.binary),
+                unigrams=list(lm.vocabulary),
+                alpha=args.lm_weight,
+                beta=0.0,
+            )
         except ImportError:
             peer = None
         config = DecoderConfig(beam=args.beam, lm_weight=args.lm_weight)
@@ -144,11 +149,17 @@ def main() -> None:
             # A new decoder (empty LM-state memo) and an empty look-ahead cache in the scorer.
             decoders[0] = CtcBeamSearch(config, lm=lm, suppress_ids=[1])
             lm._prefix_cache.clear()
+
         results: dict[str, object] = {
-            "frames_per_utt": FRAMES, "vocab": tok.vocab_size, "utts": args.utts, "beam": args.beam,
-            "lm": "KenLM word 4-gram via KenLMWordScorer", "lm_weight": args.lm_weight,
+            "frames_per_utt": FRAMES,
+            "vocab": tok.vocab_size,
+            "utts": args.utts,
+            "beam": args.beam,
+            "lm": "KenLM word 4-gram via KenLMWordScorer",
+            "lm_weight": args.lm_weight,
             "timing": "CPU seconds of this process (time.process_time), best of repeats",
-            "machine": platform.processor() or platform.machine(), "kinds": {},
+            "machine": platform.processor() or platform.machine(),
+            "kinds": {},
         }
         for kind, make in (("noisy", noisy), ("peaky", peaky)):
             data = [make(tok, lines, 1000 + s) for s in range(args.utts)]

@@ -51,13 +51,23 @@ def main() -> None:
         firsts.append(first)
     total = search + enc + feats
     out = {
-        "model": str(args.model), "precision": args.precision, "decoder": args.decoder, "beam": args.beam,
-        "threads": 1, "lm": str(args.lm), "utterances": args.n, "audio_seconds": round(audio, 2),
-        "rtf": round(total / audio, 4), "rtf_encoder": round(enc / audio, 4),
-        "rtf_search": round(search / audio, 4), "search_share": round(search / total, 3),
-        "model_load_seconds": round(model_load, 3), "lm_load_seconds": round(loaded.load_seconds, 3),
+        "model": str(args.model),
+        "precision": args.precision,
+        "decoder": args.decoder,
+        "beam": args.beam,
+        "threads": 1,
+        "lm": str(args.lm),
+        "utterances": args.n,
+        "audio_seconds": round(audio, 2),
+        "rtf": round(total / audio, 4),
+        "rtf_encoder": round(enc / audio, 4),
+        "rtf_search": round(search / audio, 4),
+        "search_share": round(search / total, 3),
+        "model_load_seconds": round(model_load, 3),
+        "lm_load_seconds": round(loaded.load_seconds, 3),
         "first_partial_compute_seconds": [round(f, 4) for f in firsts],
-        "peak_rss_mb_before": round(rss0, 1), "peak_rss_mb_after_load": round(rss_loaded, 1),
+        "peak_rss_mb_before": round(rss0, 1),
+        "peak_rss_mb_after_load": round(rss_loaded, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     print(json.dumps(out, indent=1))

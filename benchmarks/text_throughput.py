@@ -31,7 +31,7 @@ PARAGRAPHS = [
     "On the 3rd of March, 1811, Mr. and Mrs. Bennet drove to St. James's with Capt. Harville, who "
     "had lately paid \u00a35 10s. for a horse. \u201cIt is a well-known fact,\u201d said he, \u201cthat "
     "a man of 25 may spend 1,250 pounds a year\u2014nay, 2,000\u2014and think himself poor.\u201d "
-    "\"Go!\" she cried. He went.",
+    '"Go!" she cried. He went.',
     "Dr. Watson arrived at 10:30 precisely; the train was 2.5 hours late, and 12% of the passengers "
     "had already left for No. 221 Baker St. in the rain. 'Tis a pity, thought he, that George III "
     "never saw the 1820s' railways... But there was nothing to be done about it.",

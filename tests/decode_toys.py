@@ -21,8 +21,13 @@ class BigramLM:
     """A token bigram LM given as a table: ``log p(token | previous)`` (natural log); unknown pairs
     get ``floor``. State: the previous token (``-1`` at the start). Scores every id but ``blank``."""
 
-    def __init__(self, table: dict[tuple[int, int], float], vocab_size: int, floor: float = -5.0,
-                 end: dict[int, float] | None = None) -> None:
+    def __init__(
+        self,
+        table: dict[tuple[int, int], float],
+        vocab_size: int,
+        floor: float = -5.0,
+        end: dict[int, float] | None = None,
+    ) -> None:
         self.table = dict(table)
         self.vocab_size = vocab_size
         self.floor = floor
@@ -93,8 +98,9 @@ def ctc_brute_force(log_probs: np.ndarray, blank: int = 0) -> dict[tuple[int, ..
 class ToyTransducer:
     """A stateless decoder (embedding sum over the context) and a tanh joiner, numpy only."""
 
-    def __init__(self, rng: np.random.Generator, vocab: int, enc_dim: int = 4, dec_dim: int = 4,
-                 scale: float = 2.0) -> None:
+    def __init__(
+        self, rng: np.random.Generator, vocab: int, enc_dim: int = 4, dec_dim: int = 4, scale: float = 2.0
+    ) -> None:
         self.vocab = vocab
         self.emb = rng.normal(size=(vocab, dec_dim))
         self.w_enc = rng.normal(size=(enc_dim, dec_dim))

@@ -161,7 +161,7 @@ def test_lm_weight_zero_equals_no_lm(seed: int) -> None:
 
 
 def _ambiguous_cat() -> np.ndarray:
-    """"THE CA{P,T} SAT" where the acoustics slightly prefer P."""
+    """ "THE CA{P,T} SAT" where the acoustics slightly prefer P."""
     return _frames(
         [
             {B + "THE": 0.9},
@@ -270,8 +270,15 @@ def test_vocabulary_mismatch_names_both_sides() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"beam": 0}, {"beam_prune": 0.0}, {"token_topk": -1}, {"blank_skip": 0.0}, {"lm_weight": math.nan},
-     {"length_bonus": math.inf}, {"max_active": -1}],
+    [
+        {"beam": 0},
+        {"beam_prune": 0.0},
+        {"token_topk": -1},
+        {"blank_skip": 0.0},
+        {"lm_weight": math.nan},
+        {"length_bonus": math.inf},
+        {"max_active": -1},
+    ],
 )
 def test_bad_config_is_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError):

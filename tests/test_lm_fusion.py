@@ -26,9 +26,7 @@ ID = {p: i for i, p in enumerate(PIECES)}
 A = BigramLM(
     {(-1, 1): math.log(0.5), (1, 2): math.log(0.25)}, 5, floor=math.log(0.01), end={2: math.log(0.5)}
 )
-C = BigramLM(
-    {(-1, 1): math.log(0.1), (1, 2): math.log(0.5)}, 5, floor=math.log(0.02), end={2: math.log(0.2)}
-)
+C = BigramLM({(-1, 1): math.log(0.1), (1, 2): math.log(0.5)}, 5, floor=math.log(0.02), end={2: math.log(0.2)})
 
 
 def _sentence(lm: LanguageModel, ids: list[int]) -> tuple[float, list[float]]:

@@ -208,8 +208,21 @@ def test_year_words(year: int, words: str) -> None:
 
 @pytest.mark.parametrize(
     ("roman", "value"),
-    [("I", 1), ("IV", 4), ("IX", 9), ("XIV", 14), ("XL", 40), ("MCMXCIX", 1999), ("MMMCMXCIX", 3999),
-     ("IIII", None), ("VX", None), ("IC", None), ("", None), ("ABC", None), ("iv", None)],
+    [
+        ("I", 1),
+        ("IV", 4),
+        ("IX", 9),
+        ("XIV", 14),
+        ("XL", 40),
+        ("MCMXCIX", 1999),
+        ("MMMCMXCIX", 3999),
+        ("IIII", None),
+        ("VX", None),
+        ("IC", None),
+        ("", None),
+        ("ABC", None),
+        ("iv", None),
+    ],
 )
 def test_roman_to_int(roman: str, value: int | None) -> None:
     assert roman_to_int(roman) == value
@@ -218,16 +231,57 @@ def test_roman_to_int(roman: str, value: int | None) -> None:
 _text = st.text(
     alphabet=st.one_of(
         st.characters(min_codepoint=32, max_codepoint=126),
-        st.sampled_from("\u2019\u2018\u201c\u201d\u2014\u2013\u2026\u00e9\u00e6\u00bd\u00a3\u20ac\u00b0\n\t\u00df"),
+        st.sampled_from(
+            "\u2019\u2018\u201c\u201d\u2014\u2013\u2026\u00e9\u00e6\u00bd\u00a3\u20ac\u00b0\n\t\u00df"
+        ),
         st.characters(),
     ),
     max_size=60,
 )
 _wordy = st.lists(
     st.sampled_from(
-        ["Mr.", "St.", "st", "No.", "5", "1811", "XIV", "I", "Chapter", "George", "III", "'tis", "James'",
-         "'", "-", "&c.", "$3.50", "1st", "2d", "the", "book", "Act", "Scene", "'90s", "3.5", "%", "co-op",
-         "don't", "\u2019", "Baker", "etc", "&", "10:30", "1/2", "V", "CHAPTER", ".", ",", "MR", "DR"]
+        [
+            "Mr.",
+            "St.",
+            "st",
+            "No.",
+            "5",
+            "1811",
+            "XIV",
+            "I",
+            "Chapter",
+            "George",
+            "III",
+            "'tis",
+            "James'",
+            "'",
+            "-",
+            "&c.",
+            "$3.50",
+            "1st",
+            "2d",
+            "the",
+            "book",
+            "Act",
+            "Scene",
+            "'90s",
+            "3.5",
+            "%",
+            "co-op",
+            "don't",
+            "\u2019",
+            "Baker",
+            "etc",
+            "&",
+            "10:30",
+            "1/2",
+            "V",
+            "CHAPTER",
+            ".",
+            ",",
+            "MR",
+            "DR",
+        ]
     ),
     max_size=12,
 ).map(" ".join)

@@ -63,23 +63,29 @@ def test_realistic_paragraph() -> None:
         ("CRLF line\r\n\r\nbreaks here.", ["CRLF line", "breaks here."]),
         # abbreviations and titles
         ("Mr. Smith met Dr. Jones at St. Paul's.", ["Mr. Smith met Dr. Jones at St. Paul's."]),
-        ("Col. Brandon and Lieut. Price came. Gen. Tilney left.",
-         ["Col. Brandon and Lieut. Price came.", "Gen. Tilney left."]),
+        (
+            "Col. Brandon and Lieut. Price came. Gen. Tilney left.",
+            ["Col. Brandon and Lieut. Price came.", "Gen. Tilney left."],
+        ),
         ("See No. 5 for details. No. It is not.", ["See No. 5 for details.", "No.", "It is not."]),
         ("Fruit, e.g. apples, i.e. red ones. Good.", ["Fruit, e.g. apples, i.e. red ones.", "Good."]),
         ("Smith vs. Jones was decided. Then more.", ["Smith vs. Jones was decided.", "Then more."]),
         ("Pens, ink, etc. were bought.", ["Pens, ink, etc. were bought."]),
         ("He lived in 55 B.C. Rome.", ["He lived in 55 B.C. Rome."]),
         # initials
-        ("J. R. R. Tolkien wrote books. George R. R. Martin too.",
-         ["J. R. R. Tolkien wrote books.", "George R. R. Martin too."]),
+        (
+            "J. R. R. Tolkien wrote books. George R. R. Martin too.",
+            ["J. R. R. Tolkien wrote books.", "George R. R. Martin too."],
+        ),
         ("Then came I. After that, silence.", ["Then came I.", "After that, silence."]),
         # quotes after terminal punctuation
         ('"Go!" he said.', ['"Go!" he said.']),
         ('"Go!" He went.', ['"Go!"', "He went."]),
         ('"Is it?" she asked. "Yes."', ['"Is it?" she asked.', '"Yes."']),
-        ("He said, \u201cCome here.\u201d Then he left.",
-         ["He said, \u201cCome here.\u201d", "Then he left."]),
+        (
+            "He said, \u201cCome here.\u201d Then he left.",
+            ["He said, \u201cCome here.\u201d", "Then he left."],
+        ),
         ("\u2018Stop!\u2019 cried he. \u2018Now!\u2019", ["\u2018Stop!\u2019 cried he.", "\u2018Now!\u2019"]),
         ("(This is aside.) Then more.", ["(This is aside.)", "Then more."]),
         # ellipses and repeated punctuation

@@ -101,8 +101,9 @@ def test_lm_changes_the_answer() -> None:
     enc = np.array([[0.1, 0.42, 0.48], [0.98, 0.01, 0.01]])
     assert transducer_greedy(enc, decoder, joiner, context_size=1).tokens == (2,)
     lm = BigramLM({(-1, 1): math.log(0.9), (-1, 2): math.log(0.1)}, 3, end={1: 0.0, 2: 0.0})
-    hyps = TransducerBeamSearch(decoder, joiner, DecoderConfig(beam=3, lm_weight=1.0), lm=lm,
-                                context_size=1).decode(enc)
+    hyps = TransducerBeamSearch(
+        decoder, joiner, DecoderConfig(beam=3, lm_weight=1.0), lm=lm, context_size=1
+    ).decode(enc)
     assert hyps[0].tokens == (1,)
 
 
@@ -120,8 +121,9 @@ def test_batched_lm_is_called_once_per_frame() -> None:
     enc = rng.normal(size=(20, 4))
     table = random_bigram(rng, 6)
     lm = BatchedBigramLM(table.table, 6, end=table.end)
-    hyps = TransducerBeamSearch(model.decoder, model.joiner, DecoderConfig(beam=4, lm_weight=0.5),
-                                lm=lm).decode(enc)
+    hyps = TransducerBeamSearch(
+        model.decoder, model.joiner, DecoderConfig(beam=4, lm_weight=0.5), lm=lm
+    ).decode(enc)
     assert 0 < lm.batch_calls <= 20
     assert hyps[0].lm_score == pytest.approx(table.sentence(hyps[0].tokens))
 
@@ -162,8 +164,11 @@ def test_vocabulary_mismatch_is_reported() -> None:
 
 @settings(max_examples=80, deadline=None)
 @given(
-    enc=hnp.arrays(np.float64, st.tuples(st.integers(0, 5), st.just(4)),
-                   elements=st.floats(allow_nan=True, allow_infinity=True, width=64)),
+    enc=hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(0, 5), st.just(4)),
+        elements=st.floats(allow_nan=True, allow_infinity=True, width=64),
+    ),
     beam=st.integers(1, 4),
 )
 def test_fuzzed_encoder_frames_decode_or_raise_clearly(enc: np.ndarray, beam: int) -> None:

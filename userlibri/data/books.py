@@ -140,9 +140,7 @@ class BookCorpus:
         root = Path(root)
         mpath = root / MANIFEST_NAME
         if not mpath.is_file():
-            raise UserLibriError(
-                f"{mpath}: no book corpus manifest; run 'userlibri corpora fetch' first"
-            )
+            raise UserLibriError(f"{mpath}: no book corpus manifest; run 'userlibri corpora fetch' first")
         try:
             data = json.loads(mpath.read_text(encoding="utf-8"))
             entries = {e["book_id"]: BookManifestEntry(**e) for e in data["books"]}

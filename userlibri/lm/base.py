@@ -93,8 +93,8 @@ def register_lm(name: str) -> Callable[[Callable[..., LanguageModel]], Callable[
 
 def _import_builtin_kinds() -> None:
     # Importing the scorer modules registers their kinds; kept lazy so base stays dependency-free.
-    import userlibri.lm.kenlm_scorer  # noqa: F401
     import userlibri.lm.context  # noqa: F401
+    import userlibri.lm.kenlm_scorer  # noqa: F401
     import userlibri.lm.onnx_lm  # noqa: F401
 
 

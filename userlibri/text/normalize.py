@@ -56,10 +56,30 @@ LEADING_APOSTROPHE_WORDS = frozenset({"TIS", "TWAS", "TWERE", "TWILL", "TWOULD",
 
 _PUNCT_MAP = str.maketrans(
     {
-        "\u2019": "'", "\u2018": "'", "\u201b": "'", "\u02bc": "'", "\u2032": "'", "`": "'", "\u00b4": "'",
-        "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"', "\u2033": '"',
-        "\u2014": " - ", "\u2013": " - ", "\u2012": " - ", "\u2015": " - ", "\u2212": "-", "\u2010": "-",
-        "\u2011": "-", "\u2026": " ... ", "\u00a0": " ", "\u00b0": " degrees ", "\u00a7": " section ",
+        "\u2019": "'",
+        "\u2018": "'",
+        "\u201b": "'",
+        "\u02bc": "'",
+        "\u2032": "'",
+        "`": "'",
+        "\u00b4": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2033": '"',
+        "\u2014": " - ",
+        "\u2013": " - ",
+        "\u2012": " - ",
+        "\u2015": " - ",
+        "\u2212": "-",
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2026": " ... ",
+        "\u00a0": " ",
+        "\u00b0": " degrees ",
+        "\u00a7": " section ",
         "\u00b6": " ",
     }
 )
@@ -70,11 +90,30 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f\u00a3\u20ac\u00a5\ud800-\udfff]+")
 # Raw-stage abbreviations (need the period or the letter case)
 
 _ABBREV_PERIOD = {
-    "capt": "CAPTAIN", "col": "COLONEL", "gen": "GENERAL", "lieut": "LIEUTENANT", "lt": "LIEUTENANT",
-    "esq": "ESQUIRE", "prof": "PROFESSOR", "rev": "REVEREND", "hon": "HONOURABLE", "maj": "MAJOR",
-    "sgt": "SERGEANT", "sergt": "SERGEANT", "gov": "GOVERNOR", "jr": "JUNIOR", "sr": "SENIOR",
-    "mt": "MOUNT", "mme": "MADAME", "mlle": "MADEMOISELLE", "messrs": "MESSIEURS", "vol": "VOLUME",
-    "ch": "CHAPTER", "chap": "CHAPTER", "vs": "VERSUS", "adm": "ADMIRAL",
+    "capt": "CAPTAIN",
+    "col": "COLONEL",
+    "gen": "GENERAL",
+    "lieut": "LIEUTENANT",
+    "lt": "LIEUTENANT",
+    "esq": "ESQUIRE",
+    "prof": "PROFESSOR",
+    "rev": "REVEREND",
+    "hon": "HONOURABLE",
+    "maj": "MAJOR",
+    "sgt": "SERGEANT",
+    "sergt": "SERGEANT",
+    "gov": "GOVERNOR",
+    "jr": "JUNIOR",
+    "sr": "SENIOR",
+    "mt": "MOUNT",
+    "mme": "MADAME",
+    "mlle": "MADEMOISELLE",
+    "messrs": "MESSIEURS",
+    "vol": "VOLUME",
+    "ch": "CHAPTER",
+    "chap": "CHAPTER",
+    "vs": "VERSUS",
+    "adm": "ADMIRAL",
 }
 # Title case or upper case only ("col." in lower case may be a column); the period is required.
 # Candidates are looked up in the table by the callback: an alternation of all the words is ~5x slower.
@@ -85,7 +124,6 @@ _AMP_RE = re.compile(r"&")
 _STREET_RE = re.compile(r"S[tT]\b(?!\.?\s+[A-Z])\.?")
 _NAME_BEFORE_RE = re.compile(r"(?:^|[^A-Za-z'])[A-Z][a-z]+\s+$")
 _PERCENT_WORD_RE = re.compile(r"%")
-
 
 
 def _abbrev_period(m: re.Match[str]) -> str:
@@ -137,8 +175,16 @@ _NUMBER_RE = re.compile(
 _DECIMAL_ONLY_RE = re.compile(r"(?<![\w.])\.(\d+)\b", re.ASCII)
 # Lower-case unit abbreviations, expanded only after a number ("550,000 lbs.").
 _UNIT_ABBREVS = {
-    "lbs": "POUNDS", "lb": "POUND", "oz": "OUNCES", "cwt": "HUNDREDWEIGHT", "yds": "YARDS", "yd": "YARDS",
-    "ft": "FEET", "in": "INCHES", "hrs": "HOURS", "mins": "MINUTES",
+    "lbs": "POUNDS",
+    "lb": "POUND",
+    "oz": "OUNCES",
+    "cwt": "HUNDREDWEIGHT",
+    "yds": "YARDS",
+    "yd": "YARDS",
+    "ft": "FEET",
+    "in": "INCHES",
+    "hrs": "HOURS",
+    "mins": "MINUTES",
 }
 _UNIT_RE = re.compile(r"(\d)\s*(lbs|lb|oz|cwt|yds|yd|ft|hrs|mins|in(?=\.\s*[a-z,;]))\.", re.ASCII)
 _DIGIT_NAMES = ("ZERO", "ONE", "TWO", "THREE", "FOUR", "FIVE", "SIX", "SEVEN", "EIGHT", "NINE")
@@ -313,26 +359,97 @@ def _expand_numbers(text: str) -> str:
 # Token stage
 
 _TOKEN_ABBREV = {
-    "MR": "MISTER", "MRS": "MISSUS", "DR": "DOCTOR", "ST": "SAINT", "ETC": "ET CETERA", "MESSRS": "MESSIEURS",
+    "MR": "MISTER",
+    "MRS": "MISSUS",
+    "DR": "DOCTOR",
+    "ST": "SAINT",
+    "ETC": "ET CETERA",
+    "MESSRS": "MESSIEURS",
 }
 # A roman numeral after a strong heading word is a number anywhere in the text ("as in Chapter XIV we saw");
 # after a weak one ("the letter V", "the book I read", "the part I played") only when the heading word opens
 # the text or follows another numeral ("ACT I SCENE II"). A bare "I" is a number only after the words in
 # _I_HEADING_WORDS or after a heading word that opens the text ("BOOK I").
 _STRONG_HEADING_WORDS = frozenset(
-    {"CHAPTER", "CHAP", "VOLUME", "VOL", "SECTION", "CANTO", "STAVE", "PSALM", "ARTICLE", "APPENDIX",
-     "LECTURE", "SERMON", "EPISODE"}
+    {
+        "CHAPTER",
+        "CHAP",
+        "VOLUME",
+        "VOL",
+        "SECTION",
+        "CANTO",
+        "STAVE",
+        "PSALM",
+        "ARTICLE",
+        "APPENDIX",
+        "LECTURE",
+        "SERMON",
+        "EPISODE",
+    }
 )
 _WEAK_HEADING_WORDS = frozenset({"BOOK", "PART", "ACT", "SCENE", "LETTER"})
 _HEADING_WORDS = _STRONG_HEADING_WORDS | _WEAK_HEADING_WORDS
 _I_HEADING_WORDS = frozenset({"CHAPTER", "CHAP", "CANTO", "STAVE", "PSALM"})
 _REGNAL_NAMES = frozenset(
-    {"GEORGE", "HENRY", "EDWARD", "WILLIAM", "JAMES", "CHARLES", "RICHARD", "LOUIS", "ELIZABETH", "MARY",
-     "JOHN", "PHILIP", "PHILIPPE", "FREDERICK", "FREDERIC", "PETER", "CATHERINE", "ALEXANDER", "NICHOLAS",
-     "PIUS", "LEO", "GREGORY", "BENEDICT", "CLEMENT", "INNOCENT", "URBAN", "BONIFACE", "PAUL", "ALFONSO",
-     "FERDINAND", "FRANCIS", "NAPOLEON", "VICTOR", "EMMANUEL", "HAKON", "OLAF", "GUSTAVUS", "CHARLEMAGNE",
-     "ROBERT", "DAVID", "STEPHEN", "MATILDA", "ANNE", "VICTORIA", "IVAN", "OTTO", "HADRIAN", "SIXTUS",
-     "ALEXIS", "WILHELM", "RAMESES", "RAMSES", "PTOLEMY", "ANTIOCHUS", "AMENHOTEP", "THUTMOSE", "CHARLEY"}
+    {
+        "GEORGE",
+        "HENRY",
+        "EDWARD",
+        "WILLIAM",
+        "JAMES",
+        "CHARLES",
+        "RICHARD",
+        "LOUIS",
+        "ELIZABETH",
+        "MARY",
+        "JOHN",
+        "PHILIP",
+        "PHILIPPE",
+        "FREDERICK",
+        "FREDERIC",
+        "PETER",
+        "CATHERINE",
+        "ALEXANDER",
+        "NICHOLAS",
+        "PIUS",
+        "LEO",
+        "GREGORY",
+        "BENEDICT",
+        "CLEMENT",
+        "INNOCENT",
+        "URBAN",
+        "BONIFACE",
+        "PAUL",
+        "ALFONSO",
+        "FERDINAND",
+        "FRANCIS",
+        "NAPOLEON",
+        "VICTOR",
+        "EMMANUEL",
+        "HAKON",
+        "OLAF",
+        "GUSTAVUS",
+        "CHARLEMAGNE",
+        "ROBERT",
+        "DAVID",
+        "STEPHEN",
+        "MATILDA",
+        "ANNE",
+        "VICTORIA",
+        "IVAN",
+        "OTTO",
+        "HADRIAN",
+        "SIXTUS",
+        "ALEXIS",
+        "WILHELM",
+        "RAMESES",
+        "RAMSES",
+        "PTOLEMY",
+        "ANTIOCHUS",
+        "AMENHOTEP",
+        "THUTMOSE",
+        "CHARLEY",
+    }
 )
 _NOT_LETTERS_RE = re.compile(r"[^A-Z']+")
 _TRIGGER_WORDS = frozenset(_TOKEN_ABBREV) | _HEADING_WORDS | _REGNAL_NAMES
