@@ -179,10 +179,34 @@ def _user_runs(dirs: list[str]) -> list[dict]:
     return out
 
 
+def _default_inputs(text: str | None, tokenizer: str | None) -> tuple[str, str]:
+    """Prepare what ``make bench`` does not pass: book sentences from the fetched cache (normalised
+    like UserLibri LM text) and a 500-piece tokenizer trained on them."""
+    from userlibri.constants import DEFAULT_CACHE_DIR
+    from userlibri.data.books import BookCorpus
+    from userlibri.text import normalize_transcript, split_sentences
+    from userlibri.text.tokenizer import TokenizerConfig, train_tokenizer
+
+    work = Path(tempfile.mkdtemp(prefix="neural_lm_bench."))
+    if text is None:
+        book = BookCorpus.open(DEFAULT_CACHE_DIR / "corpora").load("2701")
+        lines = []
+        for chapter in book.chapters:
+            for sentence in split_sentences(chapter.text):
+                norm = normalize_transcript(sentence)
+                if len(norm.split()) >= 3:
+                    lines.append(norm)
+        text = str(work / "sentences.txt")
+        Path(text).write_text("\n".join(lines[:8000]) + "\n", encoding="utf-8")
+    if tokenizer is None:
+        tokenizer = str(train_tokenizer(Path(text), work / "tokenizer", TokenizerConfig(vocab_size=500)).path)
+    return text, tokenizer
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokenizer", required=True)
-    ap.add_argument("--text", required=True)
+    ap.add_argument("--tokenizer", help="sentencepiece dir/model (default: trained on --text)")
+    ap.add_argument("--text", help="one sentence a line (default: 8,000 Moby-Dick sentences from the cache)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=12)
@@ -191,6 +215,8 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/neural_lm.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.text is None or args.tokenizer is None:
+        args.text, args.tokenizer = _default_inputs(args.text, args.tokenizer)
     tok = Tokenizer.load(args.tokenizer)
     sents = read_sentences([args.text])
     enc = N.encode_sentences(sents, tok)
