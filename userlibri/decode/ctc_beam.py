@@ -301,12 +301,8 @@ class CtcBeamSearch(StreamingSearch):
             out_nodes, out_times = list(nodes), list(times)
             for _, i, token, value in cands:
                 parent = nodes[i]
-                j = live.get(hash((parent.key, token)))
-                if j is not None:
-                    z = nodes[j]
-                    if z.token == token and z.parent is not None and z.parent.same_prefix(parent):
-                        new_pnb[j] = log_add(new_pnb[j], value)
-                        continue
+                if _merge_into_live(nodes, live, parent, token, value, new_pnb):
+                    continue
                 node = child(parent, token)
                 out_nodes.append(node)
                 out_times.append((t, times[i]))
@@ -318,12 +314,8 @@ class CtcBeamSearch(StreamingSearch):
         sources: list[tuple[int, float]] = []
         for _, i, token, value in cands:
             parent = nodes[i]
-            j = live.get(hash((parent.key, token)))
-            if j is not None:
-                z = nodes[j]
-                if z.token == token and z.parent is not None and z.parent.same_prefix(parent):
-                    new_pnb[j] = log_add(new_pnb[j], value)
-                    continue
+            if _merge_into_live(nodes, live, parent, token, value, new_pnb):
+                continue
             pairs.append((parent, token))
             sources.append((i, value))
         if not pairs:
@@ -383,3 +375,22 @@ def ctc_greedy(log_probs: np.ndarray, blank_id: int = 0) -> Hypothesis:
 
 
 __all__ = ["CtcBeamSearch", "CtcState", "ctc_greedy"]
+
+
+def _merge_into_live(
+    nodes: Sequence[PrefixNode],
+    live: dict[int, int],
+    parent: PrefixNode,
+    token: int,
+    value: float,
+    new_pnb: list[float],
+) -> bool:
+    """If ``parent + token`` is already a live prefix, add ``value`` to its non-blank score and say so."""
+    j = live.get(hash((parent.key, token)))
+    if j is None:
+        return False
+    z = nodes[j]
+    if z.token == token and z.parent is not None and z.parent.same_prefix(parent):
+        new_pnb[j] = log_add(new_pnb[j], value)
+        return True
+    return False
