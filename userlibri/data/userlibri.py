@@ -1,6 +1,9 @@
 """``userlibri build``: a LibriSpeech-layout corpus + book texts -> the UserLibri release layout.
 
-A user is a (speaker, book) pair within a test split. For every book a user reads, its text is
+A user is a (speaker, book) pair within a test split. Dev users are built the same way whenever the
+corpus has a dev split (``dev``, ``dev-clean`` or ``dev-other``; ``BuildConfig.dev_splits``): they
+are not part of the official release, and exist so that decoding settings (LM fusion weights) can
+be tuned on users who are never reported (``userlibri bench wer``). For every book a user reads, its text is
 stripped of Gutenberg boilerplate, split into chapters and sentences and normalised exactly like
 the transcripts; every chapter that any test-split audio reads is located by aligning its
 transcripts to the book (``align.py``) and removed, and (by default) any remaining sentence that
@@ -28,7 +31,7 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +57,9 @@ REPORT = "build_report.json"
 LM_SUFFIX = "_lm_train.txt"
 AUDIO_METADATA_HEADER = ("Split", "User ID", "Num Audio Examples", "Average Words Per Example")
 LM_METADATA_HEADER = ("Book ID", "Num Text Examples", "Average Words Per Example")
+#: Dev split directories looked for when ``BuildConfig.dev_splits`` is None (synth writes ``dev``;
+#: LibriSpeech has ``dev-clean`` and ``dev-other``).
+DEV_SPLIT_NAMES = ("dev", "dev-clean", "dev-other")
 
 _CACHE_FORMAT = re.compile(r"^" + re.escape(CHAPTER_MARK), re.MULTILINE)
 
@@ -70,6 +76,9 @@ class BuildConfig:
     librispeech: Path
     out: Path
     splits: tuple[str, ...] = TEST_SPLITS
+    #: Dev splits whose users are built too (for tuning, never reported); None: every split of
+    #: ``DEV_SPLIT_NAMES`` the corpus has; (): none.
+    dev_splits: tuple[str, ...] | None = None
     books_dir: Path | None = None
     num_workers: int = DEFAULT_BUILD_WORKERS
     link_audio: bool = True
@@ -86,6 +95,8 @@ class BuildConfig:
             raise ConfigError(f"--books-dir {self.books_dir}: expected a directory, found none")
         if not self.splits or len(set(self.splits)) != len(self.splits):
             raise ConfigError(f"splits must be distinct and non-empty, got {self.splits}")
+        if self.dev_splits is not None and len(set(self.dev_splits)) != len(self.dev_splits):
+            raise ConfigError(f"dev_splits must be distinct, got {self.dev_splits}")
         if self.num_workers < 1:
             raise ConfigError(f"num_workers must be >= 1, got {self.num_workers}")
         if self.leakage_ngram < 1:
@@ -416,9 +427,23 @@ def _write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
+def with_dev_splits(cfg: BuildConfig) -> BuildConfig:
+    """``cfg`` with its dev splits appended to ``splits`` (None: those of ``DEV_SPLIT_NAMES`` that
+    exist in the corpus); ``dev_splits`` becomes the explicit tuple that was added."""
+    if cfg.dev_splits is None:
+        root = resolve_root(cfg.librispeech)
+        dev = tuple(s for s in DEV_SPLIT_NAMES if (root / s).is_dir())
+    else:
+        dev = cfg.dev_splits
+    dev = tuple(s for s in dev if s not in cfg.splits)
+    if dev:
+        log.info("building dev users too (for tuning, never reported): %s", ", ".join(dev))
+    return replace(cfg, splits=cfg.splits + dev, dev_splits=dev)
+
+
 def build(cfg: BuildConfig) -> dict:
     """Build the UserLibri layout at ``cfg.out``; returns the build report (also written)."""
-    cfg.validate()
+    cfg = with_dev_splits(cfg.validate())
     t0 = time.perf_counter()
     scan = _scan(cfg)
     t_scan = time.perf_counter() - t0

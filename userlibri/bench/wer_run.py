@@ -1,0 +1,520 @@
+"""``userlibri bench wer``: decode every user of each split in every condition and report per-user
+WER statistics (:mod:`userlibri.bench.wer`).
+
+Steps:
+
+1. Resolve each condition's LM files per user (:mod:`~userlibri.bench.wer_conditions`); a
+   condition missing files for some user of a split is skipped there, with the reason.
+2. Tune on the users of ``tune_split`` (``dev`` by default, built by ``userlibri build`` when the
+   corpus has a dev split): first the LM weight over ``lm_weights`` at ``default_bonus``, then the
+   length bonus over ``length_bonuses`` at the chosen weight, for each condition separately
+   (no LM: the bonus only). The criterion is the average per-user WER; ties go to the earlier grid
+   point. Test users never take part. If the tune split is a test split (no dev users), that split
+   is not reported, and the results say so.
+3. Decode every user of the reported splits in every condition at its tuned weight and bonus.
+4. Score (average per-user WER with a bootstrap CI, pooled WER, paired bootstrap for every pair of
+   conditions on one shared resample of users per split) and write ``results.json``,
+   ``results.csv``, ``per_user.csv``, ``results.md`` and PNG plots under ``out``.
+
+Hypotheses are cached per user and job under ``out/cache`` (the file name carries a hash of the
+model files, LM files and decoding settings), so a rerun resumes and a changed model or LM is
+decoded afresh. The merged hypotheses of each reported condition are ``out/hyps/<condition>/<split>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from userlibri.bench import wer as W
+from userlibri.bench.wer_conditions import (
+    DEFAULT_MIX_SENTENCES,
+    Condition,
+    LMLayout,
+    LMSpec,
+    MissingLM,
+    file_stamp,
+    fingerprint,
+    neural_mix_weight,
+    spec_for,
+)
+from userlibri.bench.wer_decode import DecodeJob, DecodeSettings, TaskResult, UserTask, run_tasks
+from userlibri.constants import TEST_SPLITS
+from userlibri.errors import ConfigError, UserLibriError
+from userlibri.fsio import write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LM_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.8)
+DEFAULT_LENGTH_BONUSES = (0.0, 0.5, 1.0, 2.0)
+DEFAULT_TUNE_SPLIT = "dev"
+RESULTS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything ``bench wer`` needs."""
+
+    dataset: Path
+    out: Path
+    decode: DecodeSettings
+    conditions: tuple[Condition, ...]
+    layout: LMLayout = field(default_factory=LMLayout)
+    #: Reported splits; None: the test splits the dataset has, minus the tune split.
+    splits: tuple[str, ...] | None = None
+    tune_split: str = DEFAULT_TUNE_SPLIT
+    lm_weights: tuple[float, ...] = DEFAULT_LM_WEIGHTS
+    length_bonuses: tuple[float, ...] = DEFAULT_LENGTH_BONUSES
+    #: Length bonus while the LM weight is tuned.
+    default_bonus: float = 0.0
+    resamples: int = W.DEFAULT_RESAMPLES
+    seed: int = 0
+    confidence: float = W.DEFAULT_CONFIDENCE
+    jobs: int = 1
+    #: Users per split (0: all): for quick looks, never for reported numbers.
+    max_users: int = 0
+    mix_sentences: int = DEFAULT_MIX_SENTENCES
+    progress: bool = True
+    plots: bool = True
+
+    def validate(self) -> BenchConfig:
+        self.decode.validate()
+        self.layout.validate()
+        if not self.conditions:
+            raise ConfigError("bench wer: expected at least one condition, found none")
+        if len({c.name for c in self.conditions}) != len(self.conditions):
+            raise ConfigError("bench wer: conditions must be distinct")
+        for name, grid in (("lm_weights", self.lm_weights), ("length_bonuses", self.length_bonuses)):
+            if not grid or not all(math.isfinite(x) for x in grid) or len(set(grid)) != len(grid):
+                raise ConfigError(f"{name}: expected distinct finite numbers, found {grid}")
+        if any(w < 0 for w in self.lm_weights):
+            raise ConfigError(f"lm_weights: expected >= 0, found {self.lm_weights}")
+        if self.splits is not None and self.tune_split in self.splits:
+            raise ConfigError(
+                f"splits {self.splits}: the tune split {self.tune_split!r} cannot be reported "
+                "(weights tuned on its users would flatter it)"
+            )
+        if self.resamples < 1 or self.jobs < 1 or self.max_users < 0 or self.mix_sentences < 1:
+            raise ConfigError("resamples, jobs and mix_sentences must be >= 1 and max_users >= 0")
+        if not 0 < self.confidence < 1:
+            raise ConfigError(f"confidence: expected a number in (0, 1), found {self.confidence}")
+        return self
+
+
+@dataclass
+class _SplitData:
+    users: list[Any]  # data.dataset.User
+    utts: dict[str, list[Any]]  # user id -> Utterances
+    refs: list[W.Reference]
+    source: str
+
+
+@dataclass
+class _State:
+    """What a run accumulates: skipped conditions and per-(condition, split, user) LM specs."""
+
+    cfg: BenchConfig
+    model_fp: list[Any]
+    data: dict[str, _SplitData]
+    #: (condition name, split) -> user -> LMSpec (None for no LM)
+    specs: dict[tuple[str, str], dict[str, LMSpec | None]] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    dead: set[str] = field(default_factory=set)  # conditions skipped everywhere
+    mix: dict[str, Any] = field(default_factory=dict)
+
+    def skip(self, cond: Condition, reason: str, split: str | None = None) -> None:
+        log.warning("skipping %s%s: %s", cond.name, f" on {split}" if split else "", reason)
+        self.skipped.append({"condition": cond.name, "split": split, "reason": reason})
+        if split is None:
+            self.dead.add(cond.name)
+
+
+# ---------------------------------------------------------------- data and LM resolution
+
+
+def _load_split(ds: Any, split: str, max_users: int) -> _SplitData:
+    users = ds.users(split)
+    if max_users:
+        users = users[:max_users]
+    if not users:
+        raise UserLibriError(f"{ds.audio_dir / split}: expected users, found none")
+    utts = {u.user_id: ds.utterances(u) for u in users}
+    refs = [W.Reference(x.id, x.user, x.text) for u in users for x in utts[u.user_id]]
+    return _SplitData(users, utts, refs, f"{ds.root} ({split})")
+
+
+def _choose_splits(cfg: BenchConfig, have: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(reported splits, notes)."""
+    notes = []
+    if cfg.tune_split not in have:
+        hint = (
+            "rebuild the dataset with `userlibri build` on a corpus with a dev split, or pass "
+            "--tune-split <test split> to tune on one test split and report the others"
+        )
+        raise UserLibriError(
+            f"{cfg.dataset}: no {cfg.tune_split!r} split to tune on (have {', '.join(have)}); {hint}"
+        )
+    if cfg.splits is None:
+        splits = [s for s in TEST_SPLITS if s in have and s != cfg.tune_split]
+    else:
+        missing = [s for s in cfg.splits if s not in have]
+        if missing:
+            raise UserLibriError(f"{cfg.dataset}: no split(s) {missing} (have {', '.join(have)})")
+        splits = list(cfg.splits)
+    if not splits:
+        raise UserLibriError(f"{cfg.dataset}: no split left to report after tuning on {cfg.tune_split!r}")
+    if cfg.tune_split in TEST_SPLITS:
+        notes.append(
+            f"No dev users: weights were tuned on the {cfg.tune_split} users, so {cfg.tune_split} is not "
+            f"reported; only {', '.join(splits)} are."
+        )
+    else:
+        notes.append(f"LM weight and length bonus tuned on the {cfg.tune_split} users, never on test users.")
+    if cfg.max_users:
+        notes.append(f"Only the first {cfg.max_users} users of each split (--max-users): a quick look.")
+    return splits, notes
+
+
+def _resolve(st: _State, cond: Condition, splits: Sequence[str]) -> None:
+    """Each user's LM spec of ``cond`` in each split; skips (one message per cause) where absent.
+
+    Missing for some tune-split user: skipped everywhere (it cannot be tuned); missing for some
+    user of a reported split: skipped on that split (the paired tests need every user).
+    """
+    missing: dict[str, list[str]] = {}
+    total = 0
+    for split in splits:
+        data = st.data[split]
+        total += len(data.users)
+        specs: dict[str, LMSpec | None] = {}
+        for u in data.users:
+            try:
+                files = st.cfg.layout.resolve(cond, u.book)
+                mix = _mix_weight(st, cond, u.book, files) if len(files) == 2 else None
+                specs[u.user_id] = spec_for(cond, files, mix)
+            except MissingLM as e:
+                missing.setdefault(split, []).append(f"{u.user_id}: {e}")
+        if split not in missing:
+            st.specs[(cond.name, split)] = specs
+    if not missing:
+        return
+    reasons = [r for rs in missing.values() for r in rs]
+    causes = sorted({r.split(": ", 1)[1] for r in reasons})
+    example = reasons[0] if len(causes) > 1 else causes[0]
+    if len(reasons) == total:
+        st.skip(cond, f"no LM for any user ({example})")
+    elif st.cfg.tune_split in missing:
+        n = len(missing[st.cfg.tune_split])
+        st.skip(cond, f"no LM for {n} {st.cfg.tune_split} user(s), so it cannot be tuned ({example})")
+    else:
+        for split, rs in missing.items():
+            n = len(st.data[split].users)
+            st.skip(cond, f"no LM for {len(rs)} of {n} users ({rs[0]})", split)
+
+
+def _mix_weight(st: _State, cond: Condition, book: str, files: tuple[Path, ...]) -> float:
+    """The neural mixture weight of ``book`` (cached in ``out/neural_mix.json``); ``MissingLM``
+    when it cannot be fitted."""
+    try:
+        heldout = st.cfg.layout.heldout(book)
+    except MissingLM as e:
+        raise MissingLM(f"{e} (needed to fit the neural mixture weight)") from None
+    key = fingerprint([[*file_stamp(f)] for f in (*files, heldout)] + [st.cfg.mix_sentences, st.model_fp])
+    cached = st.mix.get(book)
+    if cached and cached.get("key") == key:
+        return float(cached["weight"])
+    from userlibri.asr.onnx_model import TOKENIZER_FILE
+    from userlibri.lm.evaluate import read_sentences_file
+    from userlibri.text.tokenizer import Tokenizer
+
+    sents = read_sentences_file(heldout)[: st.cfg.mix_sentences]
+    tok = Tokenizer(Path(st.cfg.decode.model_dir) / TOKENIZER_FILE)
+    try:
+        w = neural_mix_weight(files[0], files[1], sents, tok)
+    except UserLibriError as e:
+        raise MissingLM(f"cannot load the neural LMs: {e}") from None
+    st.mix[book] = {"key": key, "weight": w, "heldout": str(heldout), "sentences": len(sents)}
+    write_json_atomic(st.cfg.out / "neural_mix.json", st.mix)
+    log.info(
+        "book %s: neural mixture weight of the personal LM %.3f (EM on %d held-out sentences)",
+        book,
+        w,
+        len(sents),
+    )
+    return w
+
+
+# ---------------------------------------------------------------- decoding rounds
+
+
+def _job(st: _State, cond: Condition, split: str, user: str, weight: float, bonus: float) -> DecodeJob:
+    spec = st.specs[(cond.name, split)][user]
+    d = st.cfg.decode
+    key = {
+        "v": RESULTS_VERSION,
+        "model": st.model_fp,
+        "decoder": d.decoder,
+        "beam": d.beam,
+        "precision": d.precision,
+        "chunk_ms": d.chunk_ms if cond.mode == "streaming" else None,
+        "mode": cond.mode,
+        "lm": spec.fingerprint() if spec else None,
+        "w": weight if spec else 0.0,
+        "b": bonus,
+    }
+    name = f"{cond.slug}.w{key['w']:g}.b{bonus:g}.{fingerprint(key)}.jsonl"
+    return DecodeJob(cond.name, cond.mode, spec, key["w"], bonus, st.cfg.out / "cache" / split / user / name)
+
+
+def _run(
+    st: _State, split: str, points: dict[str, list[tuple[float, float]]], desc: str
+) -> dict[tuple[str, float, float], list[Path]]:
+    """Decode every user of ``split`` at the (weight, bonus) ``points`` of each condition; returns
+    the per-user files of each (condition, weight, bonus) whose condition did not fail."""
+    conds = {c.name: c for c in st.cfg.conditions}
+    data = st.data[split]
+    tasks = []
+    files: dict[tuple[str, float, float], list[Path]] = {}
+    for u in data.users:
+        jobs = []
+        for name, pts in points.items():
+            for w, b in pts:
+                job = _job(st, conds[name], split, u.user_id, w, b)
+                jobs.append(job)
+                files.setdefault((name, w, b), []).append(job.out)
+        utts = tuple((x.id, x.audio) for x in data.utts[u.user_id])
+        tasks.append(UserTask(split, u.user_id, utts, tuple(jobs)))
+    results: list[TaskResult] = run_tasks(st.cfg.decode, tasks, st.cfg.jobs, st.cfg.progress, desc)
+    for r in results:
+        for name, reason in sorted(r.failed.items()):
+            if name not in st.dead:
+                st.skip(conds[name], f"{r.user}: {reason}")
+    return {k: v for k, v in files.items() if k[0] not in st.dead}
+
+
+def _read_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    rows = []
+    for p in paths:
+        rows.extend(json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip())
+    return rows
+
+
+def _score(
+    st: _State, split: str, paths: Sequence[Path], merged: Path | None = None
+) -> tuple[list[W.UserScore], dict[str, Any]]:
+    """Per-user scores of the per-user files ``paths`` (merged into ``merged`` when given) and
+    timing totals."""
+    rows = _read_rows(paths)
+    data = st.data[split]
+    if merged is not None:
+        write_text_atomic(
+            merged,
+            "".join(json.dumps({"id": r["id"], "text": r["text"]}, ensure_ascii=False) + "\n" for r in rows),
+        )
+        scores = W.score_file(data.refs, merged, data.source)
+    else:
+        hyps = {}
+        for r in rows:
+            if r["id"] in hyps:
+                raise UserLibriError(f"{paths}: utterance {r['id']} decoded twice")
+            hyps[r["id"]] = r["text"]
+        scores = W.score_users(
+            data.refs, hyps, f"{len(paths)} cached files under {st.cfg.out / 'cache' / split}", data.source
+        )
+    audio = sum(r["audio_seconds"] for r in rows)
+    timing = {
+        "audio_seconds": round(audio, 3),
+        "search_seconds": round(sum(r["search_seconds"] for r in rows), 4),
+        "encoder_seconds": round(sum(r["encoder_seconds"] for r in rows), 4),
+    }
+    timing["search_rtf"] = round(timing["search_seconds"] / audio, 5) if audio else None
+    timing["encoder_rtf"] = round(timing["encoder_seconds"] / audio, 5) if audio else None
+    return scores, timing
+
+
+def _mean_wer(scores: Sequence[W.UserScore]) -> tuple[float, float]:
+    """(average per-user WER, pooled WER) without bootstrap (inf when undefined)."""
+    s = W.summarize(scores, resamples=1, seed=0)
+    return (
+        s.avg_user_wer if s.avg_user_wer is not None else math.inf,
+        s.pooled_wer if s.pooled_wer is not None else math.inf,
+    )
+
+
+def _tune(st: _State) -> dict[str, Any]:
+    """Grid search on the tune split; returns the tuning record (grid and choices)."""
+    cfg, split = st.cfg, st.cfg.tune_split
+    live = [c for c in cfg.conditions if c.name not in st.dead and (c.name, split) in st.specs]
+    grid: dict[str, list[dict[str, Any]]] = {c.name: [] for c in live}
+    chosen: dict[str, dict[str, float]] = {}
+    # Round 1: LM weight at the default bonus (conditions with an LM).
+    pts1 = {c.name: [(w, cfg.default_bonus) for w in cfg.lm_weights] for c in live if c.has_lm}
+    files = _run(st, split, pts1, f"tune weight ({split})") if pts1 else {}
+    best_w: dict[str, float] = {c.name: 0.0 for c in live if not c.has_lm}
+    for name, pts in pts1.items():
+        if name in st.dead:
+            continue
+        ranked = []
+        for i, (w, b) in enumerate(pts):
+            avg, pooled = _mean_wer(_score(st, split, files[(name, w, b)])[0])
+            grid[name].append({"lm_weight": w, "length_bonus": b, "avg_user_wer": avg, "pooled_wer": pooled})
+            ranked.append((avg, pooled, i, w))
+        best_w[name] = min(ranked)[3]
+    # Round 2: length bonus at the chosen weight.
+    pts2 = {n: [(w, b) for b in cfg.length_bonuses] for n, w in best_w.items() if n not in st.dead}
+    files = _run(st, split, pts2, f"tune bonus ({split})") if pts2 else {}
+    for name, pts in pts2.items():
+        if name in st.dead:
+            continue
+        ranked = []
+        for i, (w, b) in enumerate(pts):
+            avg, pooled = _mean_wer(_score(st, split, files[(name, w, b)])[0])
+            if (w, b) not in {(g["lm_weight"], g["length_bonus"]) for g in grid[name]}:
+                grid[name].append(
+                    {"lm_weight": w, "length_bonus": b, "avg_user_wer": avg, "pooled_wer": pooled}
+                )
+            ranked.append((avg, pooled, i, b))
+        chosen[name] = {"lm_weight": best_w[name], "length_bonus": min(ranked)[3]}
+        log.info(
+            "tuned %s on %s: lm weight %g, length bonus %g",
+            name,
+            split,
+            best_w[name],
+            chosen[name]["length_bonus"],
+        )
+    return {
+        "split": split,
+        "users": [u.user_id for u in st.data[split].users],
+        "criterion": "average per-user WER (ties: pooled WER, then the earlier grid point)",
+        "lm_weights": list(cfg.lm_weights),
+        "length_bonuses": list(cfg.length_bonuses),
+        "default_bonus": cfg.default_bonus,
+        "grid": {k: v for k, v in grid.items() if k not in st.dead},
+        "chosen": {k: v for k, v in chosen.items() if k not in st.dead},
+    }
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Tune, decode, score and write every output; returns the results (also ``results.json``)."""
+    from userlibri.bench.wer_report import (
+        comparisons_for_split,
+        per_user_table,
+        results_table,
+        targets,
+        write_csv,
+        write_markdown,
+    )
+    from userlibri.data.dataset import Dataset
+
+    cfg = cfg.validate()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    ds = Dataset(cfg.dataset)
+    splits, notes = _choose_splits(cfg, ds.splits())
+    data = {s: _load_split(ds, s, cfg.max_users) for s in [cfg.tune_split, *splits]}
+    st = _State(cfg, cfg.decode.model_fingerprint(), data)
+    mix_path = cfg.out / "neural_mix.json"
+    if mix_path.is_file():
+        st.mix = json.loads(mix_path.read_text(encoding="utf-8"))
+    for cond in cfg.conditions:
+        _resolve(st, cond, [cfg.tune_split, *splits])
+    tuning = _tune(st)
+    chosen = tuning["chosen"]
+    out_splits: dict[str, Any] = {}
+    for split in splits:
+        names = [c.name for c in cfg.conditions if c.name in chosen and (c.name, split) in st.specs]
+        pts = {n: [(chosen[n]["lm_weight"], chosen[n]["length_bonus"])] for n in names}
+        files = _run(st, split, pts, f"decode ({split})")
+        scores: dict[str, list[W.UserScore]] = {}
+        summaries: dict[str, Any] = {}
+        # One resample of the users with reference words, shared by every condition and pair.
+        scored_users = {r.user for r in data[split].refs if W.words(r.text)}
+        idx = W.bootstrap_indices(len(scored_users), cfg.resamples, cfg.seed)
+        for n in names:
+            if n in st.dead:
+                continue
+            w, b = pts[n][0]
+            merged = cfg.out / "hyps" / n.replace("/", ".") / f"{split}.jsonl"
+            sc, timing = _score(st, split, files[(n, w, b)], merged)
+            summ = W.summarize(sc, cfg.resamples, cfg.seed, cfg.confidence, indices=idx)
+            scores[n] = sc
+            summaries[n] = {
+                **summ.to_dict(),
+                "lm_weight": w,
+                "length_bonus": b,
+                "hyps": str(merged),
+                **timing,
+            }
+        comps = comparisons_for_split(scores, idx, cfg.seed, cfg.confidence)
+        out_splits[split] = {
+            "users": [u.user_id for u in data[split].users],
+            "summaries": summaries,
+            "comparisons": comps,
+            "per_user": {n: [s.to_dict() for s in sc] for n, sc in scores.items()},
+        }
+    conds = [c for c in cfg.conditions if any(c.name in s["summaries"] for s in out_splits.values())]
+    results: dict[str, Any] = {
+        "version": RESULTS_VERSION,
+        "config": _config_dict(cfg),
+        "notes": notes,
+        "conditions": [
+            {
+                "name": c.name,
+                "mode": c.mode,
+                "kind": c.kind,
+                "lm": c.lm,
+                "epsilon": c.epsilon,
+                "label": c.label,
+            }
+            for c in conds
+        ],
+        "tuning": tuning,
+        "neural_mix": st.mix,
+        "skipped": st.skipped,
+        "splits": out_splits,
+    }
+    results["targets"] = targets(results)
+    write_json_atomic(cfg.out / "results.json", results)
+    write_csv(cfg.out / "results.csv", results_table(results))
+    write_csv(cfg.out / "per_user.csv", per_user_table(results))
+    write_markdown(cfg.out / "results.md", results)
+    if cfg.plots:
+        from userlibri.bench.wer_plots import write_plots
+
+        results["plots"] = [str(p) for p in write_plots(results, cfg.out)]
+        write_json_atomic(cfg.out / "results.json", results)
+    return results
+
+
+def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
+    d = cfg.decode
+    return {
+        "dataset": str(cfg.dataset),
+        "model": str(d.model_dir),
+        "decoder": d.decoder,
+        "beam": d.beam,
+        "precision": d.precision,
+        "threads": d.threads,
+        "chunk_ms": d.chunk_ms,
+        "ngram_dir": str(cfg.layout.ngram_dir) if cfg.layout.ngram_dir else None,
+        "neural_dir": str(cfg.layout.neural_dir) if cfg.layout.neural_dir else None,
+        "neural_precision": cfg.layout.neural_precision,
+        "tune_split": cfg.tune_split,
+        "lm_weights": list(cfg.lm_weights),
+        "length_bonuses": list(cfg.length_bonuses),
+        "default_bonus": cfg.default_bonus,
+        "resamples": cfg.resamples,
+        "seed": cfg.seed,
+        "confidence": cfg.confidence,
+        "jobs": cfg.jobs,
+        "max_users": cfg.max_users,
+        "mix_sentences": cfg.mix_sentences,
+        "conditions": [c.name for c in cfg.conditions],
+    }
