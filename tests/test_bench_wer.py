@@ -5,6 +5,7 @@ random model (tests/data/am_tiny) over a tiny UserLibri layout."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -400,3 +401,121 @@ def test_replayed_search_equals_the_recognizer_with_the_lm(tmp_path: Path, mode:
         assert got.lm_score == pytest.approx(ref.lm_score, abs=1e-4)
         differs += engine.search(mode, am, plain)[0].tokens != got.tokens
     assert differs, "the LM changes some result, so the replay is not trivially LM-free"
+
+
+# ---------------------------------------------------------------- end to end on the tiny model
+
+
+def _bench(tmp_path: Path, root: Path, lm: Path, *extra: str) -> tuple[dict, str]:
+    from userlibri.cli.bench_wer import wer
+
+    out = tmp_path / "bench"
+    args = ["--dataset", str(root), "--model", str(MODEL), "--out", str(out), "--lm-dir", str(lm)]
+    args += ["--kinds", "ngram", "--lm-weights", "0.2,0.8", "--length-bonuses", "0,1", "--beam", "4"]
+    args += ["--resamples", "500", "--quiet", *extra]
+    res = CliRunner().invoke(wer, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "results.json").read_text()), res.output
+
+
+def test_cli_end_to_end_tunes_on_dev_only_and_resumes(tmp_path: Path) -> None:
+    root, lm = make_layout(tmp_path)
+    results, output = _bench(tmp_path, root, lm)
+    out = tmp_path / "bench"
+    splits = results["splits"]
+    assert list(splits) == ["test-clean", "test-other"] and results["tuning"]["split"] == "dev"
+    names = [
+        "offline/none",
+        "offline/ngram/background",
+        "offline/ngram/personal",
+        "offline/ngram/interpolated",
+    ]
+    names += [n.replace("offline", "streaming") for n in names]
+    assert [c["name"] for c in results["conditions"]] == names
+    skipped = {s["condition"]: s["reason"] for s in results["skipped"]}
+    assert set(skipped) == {f"{m}/ngram/dp-eps{e}" for m in ("offline", "streaming") for e in (1, 8)}
+    assert "no DP n-gram" in skipped["offline/ngram/dp-eps1"]
+    for name, choice in results["tuning"]["chosen"].items():
+        assert choice["lm_weight"] in ((0.0,) if name.endswith("/none") else (0.2, 0.8))
+        assert choice["length_bonus"] in (0.0, 1.0)
+    # Never tuned on test users: their cache holds exactly one file per condition (the tuned one).
+    for split in ("test-clean", "test-other"):
+        for user_dir in (out / "cache" / split).iterdir():
+            assert len(list(user_dir.iterdir())) == len(names)
+    assert len(list((out / "cache" / "dev" / "speaker-11-book-7").iterdir())) == 6 * 3 + 2 * 2
+    for split, sd in splits.items():
+        assert len(sd["users"]) == 2 and set(sd["summaries"]) == set(names)
+        assert len(sd["comparisons"]) == len(names) * (len(names) - 1) // 2
+        for s in sd["summaries"].values():
+            lo, hi = s["ci"]
+            assert lo <= s["avg_user_wer"] <= hi and s["utterances"] == 4 and s["resamples"] == 500
+            # The merged hypotheses match the references (scored again from the file).
+            refs = [W.Reference(u["id"], u["user"], u["text"]) for u in _dataset_refs(root, split)]
+            again = W.summarize(W.score_file(refs, s["hyps"], "refs"), resamples=500)
+            assert again.avg_user_wer == pytest.approx(s["avg_user_wer"])
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 2 * len(names) and {r["condition"] for r in rows} == set(names)
+    per_user = list(csv.DictReader((out / "per_user.csv").open()))
+    assert len(per_user) == 2 * len(names) * 2
+    md = (out / "results.md").read_text()
+    assert "| test-clean (2 users) |" in md and "tuned on the dev users" in md and "Skipped:" in md
+    assert md in output
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["scatter_offline.png", "scatter_streaming.png", "wer_vs_lm_weight.png"]
+    assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    # A rerun decodes nothing (every hypothesis is cached) and reports the same numbers.
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.jsonl")}
+    again_results, _ = _bench(tmp_path, root, lm)
+    assert {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.jsonl")} == stamps
+    assert again_results["splits"] == results["splits"]
+
+
+def _dataset_refs(root: Path, split: str) -> list[dict]:
+    from userlibri.data.dataset import Dataset
+
+    ds = Dataset(root)
+    return [{"id": u.id, "user": u.user, "text": u.text} for us in ds.users(split) for u in ds.utterances(us)]
+
+
+def test_without_dev_users_tuning_on_a_test_split_is_said(tmp_path: Path) -> None:
+    root, lm = make_layout(tmp_path)
+    shutil.rmtree(root / "audio_data" / "dev")
+    with pytest.raises(UserLibriError, match="no 'dev' split to tune on.*--tune-split"):
+        _bench(tmp_path, root, lm, "--modes", "offline")
+    results, output = _bench(
+        tmp_path, root, lm, "--modes", "offline", "--lms", "interpolated", "--tune-split", "test-other"
+    )
+    assert list(results["splits"]) == ["test-clean"] and results["tuning"]["split"] == "test-other"
+    assert "test-other is not reported" in results["notes"][0] and "test-other is not reported" in output
+    with pytest.raises(ConfigError, match="cannot be reported"):
+        _bench(tmp_path, root, lm, "--tune-split", "test-other", "--splits", "test-other")
+
+
+def test_an_lm_that_fails_to_load_skips_its_condition(tmp_path: Path) -> None:
+    root, lm = make_layout(tmp_path)
+    for book in ("5", "6", "7"):
+        shutil.copy(DATA / "recognizer" / "lower.arpa", lm / book / "ngram.arpa")  # model cannot spell it
+    results, _ = _bench(tmp_path, root, lm, "--modes", "offline", "--lms", "background,personal")
+    skipped = {s["condition"]: s["reason"] for s in results["skipped"]}
+    assert "vocabulary mismatch" in skipped["offline/ngram/personal"]
+    assert set(results["splits"]["test-clean"]["summaries"]) == {"offline/none", "offline/ngram/background"}
+
+
+def test_worker_processes_give_the_same_hypotheses(tmp_path: Path) -> None:
+    from userlibri.bench.wer_conditions import LMLayout, condition_matrix
+    from userlibri.bench.wer_decode import DecodeSettings
+    from userlibri.bench.wer_run import BenchConfig, run_bench
+
+    root, lm = make_layout(tmp_path)
+    conds = tuple(condition_matrix(("streaming",), ("ngram",), ("personal",)))
+    texts = []
+    for jobs in (1, 2):
+        cfg = BenchConfig(
+            root, tmp_path / f"j{jobs}", DecodeSettings(MODEL, beam=4), conds, LMLayout(lm),
+            lm_weights=(0.5,), length_bonuses=(0.0,), resamples=100, jobs=jobs, progress=False, plots=False,
+        )  # fmt: skip
+        res = run_bench(cfg)
+        texts.append(
+            [Path(s["hyps"]).read_text() for sd in res["splits"].values() for s in sd["summaries"].values()]
+        )
+    assert texts[0] == texts[1]

@@ -104,6 +104,9 @@ def weight_curves(results: Mapping[str, Any], path: Path) -> Path | None:
                 ax.plot(
                     [w for w, _ in row], [100 * v for _, v in row], marker="o", label=name.split("/", 1)[1]
                 )
+        none = [p for p in grid.get(f"{mode}/none", []) if p["length_bonus"] == tun["default_bonus"]]
+        if none and math.isfinite(none[0]["avg_user_wer"]):
+            ax.axhline(100 * none[0]["avg_user_wer"], color="grey", ls=":", lw=1, label="no LM")
         ax.set_xlabel("LM weight")
         ax.set_ylabel(f"avg per-user WER % ({tun['split']} users)")
         ax.set_title(f"{mode} (bonus {tun['default_bonus']:g})")
