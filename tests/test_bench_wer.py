@@ -519,3 +519,40 @@ def test_worker_processes_give_the_same_hypotheses(tmp_path: Path) -> None:
             [Path(s["hyps"]).read_text() for sd in res["splits"].values() for s in sd["summaries"].values()]
         )
     assert texts[0] == texts[1]
+
+
+@pytest.mark.slow
+def test_neural_conditions_end_to_end(tmp_path: Path) -> None:
+    """Neural LMs (a tiny random LSTM for the tiny model's tokenizer, exported to ONNX) in the
+    layout neural.sh writes: every neural condition runs, the interpolated one with an EM weight."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    from userlibri.lm import neural as N
+    from userlibri.lm.neural_export import export_lm
+    from userlibri.privacy import accounting
+    from userlibri.text.tokenizer import Tokenizer
+
+    root, lm = make_layout(tmp_path)
+    for book in ("5", "6", "7"):
+        (lm / book / "heldout.txt").write_text("BAD EGG\nCAFE FACE BAD\nDEAF FADE\n")
+    tok = Tokenizer(MODEL / "tokenizer.model")
+    nlm = tmp_path / "nlm"
+    for i, rel in enumerate(["background", *(f"{b}/{d}" for b in "567" for d in ("inf", "eps1", "eps8"))]):
+        torch.manual_seed(i)
+        model = N.LstmLM(N.default_config(tok, embed_dim=8, hidden_dim=16, num_layers=1, dropout=0.0)).eval()
+        export_lm(model, nlm / rel, accounting.no_privacy_report(10, steps=1), int8=False)
+    results, output = _bench(
+        tmp_path, root, lm, "--neural-dir", str(nlm), "--neural-precision", "float", "--kinds", "neural",
+        "--modes", "offline", "--lms", "background,personal,interpolated,dp", "--epsilons", "1,8",
+    )  # fmt: skip
+    names = set(results["splits"]["test-clean"]["summaries"])
+    assert names == {"offline/none"} | {
+        f"offline/neural/{x}" for x in ("background", "personal", "interpolated")
+    } | {
+        "offline/neural/dp-eps1",
+        "offline/neural/dp-eps8",
+    }
+    assert set(results["neural_mix"]) == {"5", "6", "7"}
+    assert all(0.0 <= m["weight"] <= 1.0 for m in results["neural_mix"].values())
+    assert (tmp_path / "bench" / "wer_vs_epsilon.png").is_file()
+    assert any(t["condition"] == "offline/neural/dp-eps8" for t in results["targets"])
