@@ -44,9 +44,10 @@ def cli(ctx: click.Context, log_level: str, seed: int) -> None:
 
 def _register() -> None:
     # One module per command group; each defines ``command`` (a click command or group).
-    from userlibri.cli import asr, asr_export, bench, build, corpora, decode, lm, synth
+    from userlibri.cli import asr, asr_export, asr_ship, bench, build, corpora, decode, lm, synth
 
     asr.command.add_command(asr_export.command)
+    asr.command.add_command(asr_ship.command)
     for module in (corpora, synth, build, lm, asr, decode, bench):
         cli.add_command(module.command)
 

@@ -17,8 +17,8 @@ _IN = click.Path(exists=True, path_type=Path)
 @click.option(
     "--model",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Exported acoustic-model directory (userlibri asr export).",
+    default=None,
+    help="Exported acoustic-model directory (userlibri asr export); default: the shipped model.",
 )
 @click.option(
     "--lm",
@@ -73,7 +73,7 @@ _IN = click.Path(exists=True, path_type=Path)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.argument("audio", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def command(
-    model: Path,
+    model: Path | None,
     lm: Path | None,
     lm_kind: str | None,
     lm_weight: float,
@@ -94,6 +94,10 @@ def command(
     from userlibri.recognizer import RecognizerConfig
     from userlibri.transcribe import items_from_manifest, items_from_paths, transcribe
 
+    if model is None:
+        from userlibri.models import model_dir
+
+        model = model_dir()
     if bool(audio) == bool(manifest):
         raise click.UsageError("give either AUDIO files or --manifest (exactly one of them)")
     items = items_from_manifest(manifest) if manifest else items_from_paths(audio)
