@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Train, export and ship the mini acoustic model (the one in userlibri/models/mini):
+# ~23 h of speech synthesized from three training books by six voices -> a 4.3M-parameter
+# Conformer (CTC + stateless transducer, dynamic chunks) -> ONNX float/int8/ORT -> the shipped
+# int8 directory with its greedy WER per test split and MODEL_CARD.md.
+#
+#   recipes/mini/train_am.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S]
+#                            [--max-minutes M] [--threads T] [--device D] [--ship-to DIR]
+#
+# Time on 2 CPU cores: synth ~10 min, features ~2.5 min, training ~2 h on one core (the config's
+# 2 epochs; --max-minutes stops early with a checkpoint and a rerun of stage 2 resumes), export
+# ~2 min, evaluation ~3 min. With a GPU: --device cuda (and more epochs in conf/am.yaml).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=work/am
+jobs=$(nproc)
+stage=0
+stop_stage=100
+seed=0
+max_minutes=0
+threads=1
+device=auto
+ship_to=$root/userlibri/models/mini
+while (($#)); do
+  case "$1" in
+    --work) work=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    --max-minutes) max_minutes=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --device) device=$2; shift 2 ;;
+    --ship-to) ship_to=$2; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+userlibri="$root/.venv/bin/userlibri --seed $seed"
+books=${USERLIBRI_CACHE:-$HOME/.cache/userlibri}/corpora
+mkdir -p "$work"
+run() { (($1 >= stage && $1 <= stop_stage)); }
+
+if run 0; then
+  echo "== stage 0: fetch public-domain book texts into $books"
+  $userlibri corpora fetch --cache "$books"
+fi
+if run 1; then
+  echo "== stage 1: synthesize the training corpus (train ~23 h, dev, test-clean, test-other)"
+  $userlibri synth --books "$books" --out "$work/LibriSpeech" --config "$here/conf/synth-train.yaml" \
+    --jobs "$jobs" --overwrite
+fi
+if run 2; then
+  echo "== stage 2: train (resumes from the newest checkpoint in $work/exp)"
+  resume=()
+  if compgen -G "$work/exp/checkpoints/ckpt-*.pt" > /dev/null; then resume=(--resume); fi
+  limit=()
+  if [[ $max_minutes != 0 ]]; then limit=(--max-minutes "$max_minutes"); fi
+  $userlibri asr train --config "$here/conf/am.yaml" --data "$work/LibriSpeech" --out "$work/exp" \
+    --features-dir "$work/features" --threads "$threads" --device "$device" "${resume[@]}" "${limit[@]}"
+fi
+if run 3; then
+  echo "== stage 3: export to ONNX (float, int8, ORT)"
+  $userlibri asr export --checkpoint "$work/exp/model-avg.pt" --out "$work/model"
+fi
+if run 4; then
+  echo "== stage 4: ship the int8 model with its greedy WER and model card to $ship_to"
+  $userlibri asr ship --exp "$work/exp" --model "$work/model" --data "$work/LibriSpeech" --out "$ship_to" \
+    --hardware "$(nproc) CPU cores, $threads training thread(s), device $device"
+fi
