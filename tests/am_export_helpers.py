@@ -4,10 +4,12 @@ its exported model directory, built once per test session (the dynamo export tak
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 WORDS = ("ABBA", "CAB", "BAD", "DEAF", "FADE", "BEAD", "FACE", "CAFE", "DAB", "GAG", "EGG")
 VOCAB = 20
@@ -25,14 +27,11 @@ def tiny_tokenizer(out_dir: Path) -> Any:
     return train_tokenizer(sentences, out_dir, TokenizerConfig(vocab_size=VOCAB))
 
 
-def tiny_model() -> Any:
-    import torch
-
+def tiny_am_config(**overrides: Any) -> Any:
+    """A tiny AMConfig (2 layers of d_model 32) with ``overrides``; shared by the AM tests."""
     from userlibri.asr.config import AMConfig
-    from userlibri.asr.model import AcousticModel
 
-    torch.manual_seed(0)
-    config = AMConfig(
+    base: dict[str, Any] = dict(
         vocab_size=VOCAB,
         d_model=32,
         num_heads=4,
@@ -43,10 +42,30 @@ def tiny_model() -> Any:
         decoder_dim=16,
         joiner_dim=24,
         dropout=0.0,
-        decode_chunk=CHUNK,
-        decode_left_chunks=LEFT,
     )
-    return AcousticModel(config).eval()
+    base.update(overrides)
+    return AMConfig(**base)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models run as fast on one thread, and the shared 2-core machine is not oversubscribed.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")`` after importing it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model() -> Any:
+    import torch
+
+    from userlibri.asr.model import AcousticModel
+
+    torch.manual_seed(0)
+    return AcousticModel(tiny_am_config(decode_chunk=CHUNK, decode_left_chunks=LEFT)).eval()
 
 
 def tiny_stats() -> Any:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from am_export_helpers import one_thread, tiny_am_config  # noqa: F401 (fixture)
 
 from userlibri.asr.config import AMConfig
 from userlibri.asr.model import (
@@ -22,34 +23,13 @@ from userlibri.asr.model import (
 )
 from userlibri.errors import ConfigError, UserLibriError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**kw) -> AMConfig:
-    base = dict(
-        vocab_size=20,
-        feat_dim=80,
-        d_model=32,
-        num_heads=4,
-        ff_dim=64,
-        num_layers=3,
-        conv_kernel=5,
-        subsampling_channels=8,
-        decoder_dim=16,
-        joiner_dim=24,
-        dropout=0.0,
-    )
-    base.update(kw)
-    return AMConfig(**base)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and the shared 2-core machine is not oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    return tiny_am_config(**{"num_layers": 3, **kw})
 
 
 @pytest.fixture(scope="module")

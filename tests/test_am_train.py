@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from am_export_helpers import one_thread, tiny_am_config  # noqa: F401 (fixture)
 from click.testing import CliRunner
 
 from userlibri.asr.config import AMConfig, ExperimentConfig, TrainConfig, config_from_dict, load_config
@@ -31,34 +32,24 @@ from userlibri.errors import ConfigError, DataFormatError, UserLibriError
 from userlibri.features import FeatureStats, compute_fbank
 from userlibri.text.tokenizer import TokenizerConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["HELLO WORLD", "THE CAT SAT ON THE MAT", "GOOD MORNING SIR", "YES OR NO"]
 
 
 def _tiny_am(**kw) -> AMConfig:
-    base = dict(
-        vocab_size=20,
-        d_model=64,
-        num_heads=4,
-        ff_dim=128,
-        num_layers=2,
-        conv_kernel=7,
-        subsampling_channels=16,
-        decoder_dim=32,
-        joiner_dim=32,
-        dropout=0.0,
+    return tiny_am_config(
+        **{
+            "d_model": 64,
+            "ff_dim": 128,
+            "conv_kernel": 7,
+            "subsampling_channels": 16,
+            "decoder_dim": 32,
+            "joiner_dim": 32,
+            **kw,
+        }
     )
-    base.update(kw)
-    return AMConfig(**base)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run as fast on one thread, and the shared 2-core machine is not oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
