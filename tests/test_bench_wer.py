@@ -556,3 +556,16 @@ def test_neural_conditions_end_to_end(tmp_path: Path) -> None:
     assert all(0.0 <= m["weight"] <= 1.0 for m in results["neural_mix"].values())
     assert (tmp_path / "bench" / "wer_vs_epsilon.png").is_file()
     assert any(t["condition"] == "offline/neural/dp-eps8" for t in results["targets"])
+
+
+def test_bench_wer_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import userlibri.bench.wer, userlibri.bench.wer_run, userlibri.bench.wer_decode\n"
+        "import userlibri.bench.wer_report, userlibri.bench.wer_plots, userlibri.cli.bench_wer\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

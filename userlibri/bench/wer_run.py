@@ -204,8 +204,9 @@ def _resolve(st: _State, cond: Condition, splits: Sequence[str]) -> None:
     if not missing:
         return
     reasons = [r for rs in missing.values() for r in rs]
-    causes = sorted({r.split(": ", 1)[1] for r in reasons})
-    example = reasons[0] if len(causes) > 1 else causes[0]
+    # Distinct causes (without the user), in order of first appearance; at most two shown.
+    causes = list(dict.fromkeys(r.split(": ", 1)[1] for r in reasons))
+    example = "; ".join(causes[:2]) + (f"; and {len(causes) - 2} more" if len(causes) > 2 else "")
     if len(reasons) == total:
         st.skip(cond, f"no LM for any user ({example})")
     elif st.cfg.tune_split in missing:
