@@ -436,6 +436,8 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "pass": value is not None and value <= threshold,
             }
         )
+        if t.name == "rtf" and run is not None:
+            out[-1]["value_cpu"] = run.get("rtf_cpu")
     return out
 
 
@@ -518,13 +520,22 @@ def format_markdown(results: dict[str, Any]) -> str:
         if not t["measured"]:
             rows.append([t["description"], "not measured", "-", "not run"])
             continue
+        cpu = f" (CPU {_fmt(t['value_cpu'], t['digits'])})" if t.get("value_cpu") is not None else ""
         rows.append(
             [
                 t["description"],
-                f"{_fmt(t['value'], t['digits'])}{unit}",
+                f"{_fmt(t['value'], t['digits'])}{unit}{cpu}",
                 f"<= {_fmt(t['threshold'], t['digits'])}{unit}",
                 "PASS" if t["pass"] else "MISS",
             ]
+        )
+    machine = results.get("machine") or {}
+    load = machine.get("loadavg_before"), machine.get("loadavg_after")
+    if all(load):
+        lines.append(
+            f"{machine.get('cpu_count')} CPUs, 1-minute load average {load[0][0]:.1f} before and "
+            f"{load[1][0]:.1f} after (times are wall clock: a busy machine inflates them; RTF (CPU) is "
+            "CPU seconds of all threads per audio second)."
         )
     lines += ["", "Targets (issue 5; one thread, int8, streaming transducer, per-user LM):", ""]
     lines += _table(("target", "value", "limit", "result"), rows)

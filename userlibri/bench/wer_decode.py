@@ -320,6 +320,11 @@ _ENGINE: Engine | None = None
 _LOCAL: dict[DecodeSettings, Engine] = {}
 
 
+def clear_engines() -> None:
+    """Drop this process's engines (their models and LMs); the next run builds new ones."""
+    _LOCAL.clear()
+
+
 def init_worker(settings: DecodeSettings, log_level: int) -> None:
     """Pool initializer: one engine per worker process."""
     global _ENGINE

@@ -43,7 +43,14 @@ from userlibri.bench.wer_conditions import (
     neural_mix_weight,
     spec_for,
 )
-from userlibri.bench.wer_decode import DecodeJob, DecodeSettings, TaskResult, UserTask, run_tasks
+from userlibri.bench.wer_decode import (
+    DecodeJob,
+    DecodeSettings,
+    TaskResult,
+    UserTask,
+    clear_engines,
+    run_tasks,
+)
 from userlibri.constants import TEST_SPLITS
 from userlibri.errors import ConfigError, UserLibriError
 from userlibri.fsio import write_json_atomic, write_text_atomic
@@ -403,10 +410,46 @@ def _tune(st: _State) -> dict[str, Any]:
 # ---------------------------------------------------------------- the run
 
 
+def _report_split(st: _State, split: str, chosen: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Decode ``split`` in every tuned condition and score it (summaries, all pairs, per user)."""
+    cfg, data = st.cfg, st.data
+    names = [c.name for c in cfg.conditions if c.name in chosen and (c.name, split) in st.specs]
+    pts = {n: [(chosen[n]["lm_weight"], chosen[n]["length_bonus"])] for n in names}
+    files = _run(st, split, pts, f"decode ({split})")
+    scores: dict[str, list[W.UserScore]] = {}
+    summaries: dict[str, Any] = {}
+    # One resample of the users with reference words, shared by every condition and pair.
+    scored_users = {r.user for r in data[split].refs if W.words(r.text)}
+    idx = W.bootstrap_indices(len(scored_users), cfg.resamples, cfg.seed)
+    for n in names:
+        if n in st.dead:
+            continue
+        w, b = pts[n][0]
+        merged = cfg.out / "hyps" / n.replace("/", ".") / f"{split}.jsonl"
+        sc, timing = _score(st, split, files[(n, w, b)], merged)
+        summ = W.summarize(sc, cfg.resamples, cfg.seed, cfg.confidence, indices=idx)
+        scores[n] = sc
+        summaries[n] = {
+            **summ.to_dict(),
+            "lm_weight": w,
+            "length_bonus": b,
+            "hyps": str(merged),
+            **timing,
+        }
+    from userlibri.bench.wer_report import comparisons_for_split
+
+    comps = comparisons_for_split(scores, idx, cfg.seed, cfg.confidence)
+    return {
+        "users": [u.user_id for u in data[split].users],
+        "summaries": summaries,
+        "comparisons": comps,
+        "per_user": {n: [s.to_dict() for s in sc] for n, sc in scores.items()},
+    }
+
+
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Tune, decode, score and write every output; returns the results (also ``results.json``)."""
     from userlibri.bench.wer_report import (
-        comparisons_for_split,
         per_user_table,
         results_table,
         targets,
@@ -426,40 +469,13 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         st.mix = json.loads(mix_path.read_text(encoding="utf-8"))
     for cond in cfg.conditions:
         _resolve(st, cond, [cfg.tune_split, *splits])
-    tuning = _tune(st)
-    chosen = tuning["chosen"]
     out_splits: dict[str, Any] = {}
-    for split in splits:
-        names = [c.name for c in cfg.conditions if c.name in chosen and (c.name, split) in st.specs]
-        pts = {n: [(chosen[n]["lm_weight"], chosen[n]["length_bonus"])] for n in names}
-        files = _run(st, split, pts, f"decode ({split})")
-        scores: dict[str, list[W.UserScore]] = {}
-        summaries: dict[str, Any] = {}
-        # One resample of the users with reference words, shared by every condition and pair.
-        scored_users = {r.user for r in data[split].refs if W.words(r.text)}
-        idx = W.bootstrap_indices(len(scored_users), cfg.resamples, cfg.seed)
-        for n in names:
-            if n in st.dead:
-                continue
-            w, b = pts[n][0]
-            merged = cfg.out / "hyps" / n.replace("/", ".") / f"{split}.jsonl"
-            sc, timing = _score(st, split, files[(n, w, b)], merged)
-            summ = W.summarize(sc, cfg.resamples, cfg.seed, cfg.confidence, indices=idx)
-            scores[n] = sc
-            summaries[n] = {
-                **summ.to_dict(),
-                "lm_weight": w,
-                "length_bonus": b,
-                "hyps": str(merged),
-                **timing,
-            }
-        comps = comparisons_for_split(scores, idx, cfg.seed, cfg.confidence)
-        out_splits[split] = {
-            "users": [u.user_id for u in data[split].users],
-            "summaries": summaries,
-            "comparisons": comps,
-            "per_user": {n: [s.to_dict() for s in sc] for n, sc in scores.items()},
-        }
+    try:
+        tuning = _tune(st)
+        for split in splits:
+            out_splits[split] = _report_split(st, split, tuning["chosen"])
+    finally:
+        clear_engines()
     conds = [c for c in cfg.conditions if any(c.name in s["summaries"] for s in out_splits.values())]
     results: dict[str, Any] = {
         "version": RESULTS_VERSION,
