@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -92,8 +92,7 @@ def references_from_utterances(utts: Sequence[Any]) -> list[Reference]:
 
 
 def _check_unique(ids: Sequence[str], path: str | Path) -> None:
-    seen: set[str] = set()
-    dup = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+    dup = sorted(i for i, n in Counter(ids).items() if n > 1)
     if dup:
         raise DataFormatError(path, "unique utterance ids", f"duplicates {_listed(dup)}")
 

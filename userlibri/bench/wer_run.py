@@ -151,7 +151,7 @@ def _load_split(ds: Any, split: str, max_users: int) -> _SplitData:
     if not users:
         raise UserLibriError(f"{ds.audio_dir / split}: expected users, found none")
     utts = {u.user_id: ds.utterances(u) for u in users}
-    refs = [W.Reference(x.id, x.user, x.text) for u in users for x in utts[u.user_id]]
+    refs = W.references_from_utterances([x for u in users for x in utts[u.user_id]])
     return _SplitData(users, utts, refs, f"{ds.root} ({split})")
 
 
