@@ -569,3 +569,19 @@ def test_bench_wer_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_model_precision_defaults_to_the_files_the_model_has(tmp_path: Path) -> None:
+    from userlibri.cli.bench_wer import wer
+
+    int8 = tmp_path / "int8_model"
+    int8.mkdir()
+    for f in MODEL.iterdir():  # an int8-only directory, as `asr ship` writes (float weights renamed)
+        shutil.copy(f, int8 / (f.name.replace(".onnx", ".int8.onnx") if f.suffix == ".onnx" else f.name))
+    root, lm = make_layout(tmp_path)
+    args = ["--dataset", str(root), "--model", str(int8), "--out", str(tmp_path / "b"), "--lm-dir", str(lm)]
+    args += ["--modes", "offline", "--kinds", "ngram", "--lms", "background", "--lm-weights", "0.5"]
+    args += ["--length-bonuses", "0", "--resamples", "100", "--beam", "2", "--no-plots", "--quiet"]
+    res = CliRunner().invoke(wer, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["config"]["precision"] == "int8"

@@ -38,7 +38,9 @@ def _seed(ctx: click.Context, seed: int | None) -> int:
 @click.option(
     "--dataset", type=_DIR, required=True, help="UserLibri layout (userlibri build), with dev users."
 )
-@click.option("--model", type=_DIR, required=True, help="Exported acoustic-model directory.")
+@click.option(
+    "--model", type=_DIR, default=None, help="Exported acoustic-model directory; default: the shipped model."
+)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory."
 )
@@ -76,7 +78,10 @@ def _seed(ctx: click.Context, seed: int | None) -> int:
 @click.option("--beam", type=int, default=DEFAULT_BEAM, show_default=True)
 @click.option("--decoder", type=click.Choice(["ctc", "transducer"]), default="ctc", show_default=True)
 @click.option(
-    "--precision", type=click.Choice(["float", "int8", "ort", "ort-int8"]), default="float", show_default=True
+    "--precision",
+    type=click.Choice(["float", "int8", "ort", "ort-int8"]),
+    default=None,
+    help="Model files to run; default: float when the model has them, else int8 (a shipped model).",
 )
 @click.option(
     "--chunk-ms", type=int, default=160, show_default=True, help="Streaming: audio per accept_waveform."
@@ -97,7 +102,7 @@ def _seed(ctx: click.Context, seed: int | None) -> int:
 def wer(
     ctx: click.Context,
     dataset: Path,
-    model: Path,
+    model: Path | None,
     out: Path,
     lm_dir: Path | None,
     neural_dir: Path | None,
@@ -113,7 +118,7 @@ def wer(
     default_bonus: float,
     beam: int,
     decoder: str,
-    precision: str,
+    precision: str | None,
     chunk_ms: int,
     threads: int,
     jobs: int,
@@ -130,6 +135,15 @@ def wer(
     from userlibri.bench.wer_report import markdown
     from userlibri.bench.wer_run import BenchConfig, run_bench
 
+    if model is None:
+        from userlibri.models import model_dir
+
+        model = model_dir()
+    if precision is None:
+        from userlibri.asr.onnx_model import model_file
+
+        has_float = (model / model_file("encoder", "float")).is_file()
+        precision = "float" if has_float or not (model / model_file("encoder", "int8")).is_file() else "int8"
     conditions = condition_matrix(_names(modes), _names(kinds), _names(lms), _floats(epsilons, "--epsilons"))
     cfg = BenchConfig(
         dataset=dataset,
