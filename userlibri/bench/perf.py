@@ -459,7 +459,7 @@ _COLUMNS = (
     "RTF (CPU)",
     "features / encoder / search %",
     "chunk p50 / p95 ms",
-    "first partial: step ms / audio s",
+    "first partial: compute / last call ms, audio s",
     "RSS loaded / peak MB",
     "load model / LM s",
 )
@@ -473,7 +473,7 @@ def _row(r: dict[str, Any]) -> list[str]:
         _fmt(100 * shares[k], 0) if shares.get(k) is not None else "-"
         for k in ("features", "encoder", "search")
     )
-    step, audio = (first.get("step_ms") or {}).get("p50"), (first.get("audio_s") or {}).get("p50")
+    compute, step, audio = ((first.get(k) or {}).get("p50") for k in ("compute_ms", "step_ms", "audio_s"))
     return [
         r["precision"],
         str(r["threads"]),
@@ -483,7 +483,7 @@ def _row(r: dict[str, Any]) -> list[str]:
         f"{_fmt(r.get('rtf'), 3)} ({_fmt(r.get('rtf_cpu'), 3)})",
         pct,
         f"{_fmt(chunk.get('p50'))} / {_fmt(chunk.get('p95'))}",
-        f"{_fmt(step)} / {_fmt(audio, 2)}",
+        f"{_fmt(compute)} / {_fmt(step)}, {_fmt(audio, 2)}",
         f"{_fmt(r.get('rss_loaded_mb'), 0)} / {_fmt(r.get('peak_rss_mb'), 0)}",
         f"{_fmt(r.get('model_load_seconds'), 2)} / {_fmt(r.get('lm_load_seconds'), 2)}",
     ]
