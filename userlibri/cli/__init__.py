@@ -44,11 +44,23 @@ def cli(ctx: click.Context, log_level: str, seed: int) -> None:
 
 def _register() -> None:
     # One module per command group; each defines ``command`` (a click command or group).
-    from userlibri.cli import asr, asr_export, asr_ship, bench, bench_wer, build, corpora, decode, lm, synth
+    from userlibri.cli import (
+        asr,
+        asr_export,
+        asr_ship,
+        bench,
+        bench_perf,
+        bench_wer,
+        build,
+        corpora,
+        decode,
+        lm,
+        synth,
+    )
 
     asr.command.add_command(asr_export.command)
     asr.command.add_command(asr_ship.command)
-    for extra in bench_wer.COMMANDS:
+    for extra in bench_wer.COMMANDS + bench_perf.COMMANDS:
         bench.command.add_command(extra)
     for module in (corpora, synth, build, lm, asr, decode, bench):
         cli.add_command(module.command)
