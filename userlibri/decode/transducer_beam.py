@@ -257,12 +257,7 @@ class TransducerBeamSearch(StreamingSearch):
         return np.stack(rows)  # type: ignore[arg-type]
 
     def _hypotheses(self, state: TransducerState, final: bool) -> list[Hypothesis]:
-        hyps = [
-            self.fusion.hypothesis(node, float(am), link, final)
-            for node, am, link in zip(state.nodes, state.am, state.times, strict=True)
-        ]
-        hyps.sort(key=lambda h: -h.score)
-        return hyps
+        return self.fusion.hypotheses(state.nodes, state.am.tolist(), state.times, final)
 
 
 def transducer_greedy(
@@ -287,7 +282,7 @@ def transducer_greedy(
     for t in range(enc.shape[0]):
         logp = _run_joiner(joiner, enc[t][None], dec, None)[0]
         best = int(np.argmax(logp))
-        am += logp[best]
+        am += float(logp[best])
         if best != blank_id:
             tokens.append(best)
             stamps.append(t)
