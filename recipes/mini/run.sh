@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The mini UserLibri recipe: public-domain books + offline TTS -> a LibriSpeech-layout corpus ->
 # the UserLibri release layout and its statistics -> per-user n-gram LMs and their held-out
-# perplexity. Decoding and the per-user WER benchmark join once the acoustic model is trained and
-# shipped. Every stage is re-runnable; --stage N resumes from stage N.
+# perplexity -> per-user WER with the shipped acoustic model (userlibri/models/mini), without an LM
+# and with the background, personal and interpolated n-grams fused by shallow fusion, streaming and
+# not, weights tuned on the dev users. Every stage is re-runnable; --stage N resumes from stage N.
+# Neural and DP LMs: recipes/mini/neural.sh, then stage 5 again with --neural-dir.
 #
-#   recipes/mini/run.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S]
+#   recipes/mini/run.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S] [--neural-dir DIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -13,6 +15,7 @@ jobs=$(nproc)
 stage=0
 stop_stage=100
 seed=0
+neural_dir=
 while (($#)); do
   case "$1" in
     --work) work=$2; shift 2 ;;
@@ -20,7 +23,8 @@ while (($#)); do
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --neural-dir) neural_dir=$2; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -48,4 +52,15 @@ fi
 if run 4; then
   echo "== stage 4: held-out word perplexity per user book"
   $userlibri lm eval --users-dir "$work/lm"
+fi
+if run 5 && ! "$root/.venv/bin/python" -c 'import sys; from userlibri.models import shipped_models; sys.exit(not shipped_models())'; then
+  echo "== stage 5: skipped: no acoustic model is shipped in userlibri/models yet (recipes/mini/train_am.sh makes one)"
+elif run 5; then
+  echo "== stage 5: per-user WER with the shipped acoustic model (weights tuned on the dev users)"
+  kinds=ngram
+  neural=()
+  if [[ -n $neural_dir ]]; then kinds=ngram,neural; neural=(--neural-dir "$neural_dir"); fi
+  $userlibri bench wer --dataset "$work/UserLibri" --lm-dir "$work/lm" "${neural[@]}" --out "$work/bench" \
+    --kinds "$kinds" --lm-weights 0.2,0.4,0.7 --length-bonuses 0,1 --jobs "$jobs" --quiet
+  cat "$work/bench/results.md"
 fi
