@@ -70,12 +70,18 @@ def load_utterances(data: str | Path, split: str) -> list[SourceUtt]:
     return sorted(utts, key=lambda u: u.id)
 
 
-def _featurize(args: tuple[str, float, FeatureConfig]) -> np.ndarray:
-    path, factor, config = args
+def featurize(path: str, config: FeatureConfig, factor: float = 1.0) -> np.ndarray:
+    """(T, F) float32 fbank of an audio file, resampled to the config's rate and speed-perturbed
+    by ``factor``."""
     samples, rate = read_audio(path, config.sample_rate, resample=True)
     if factor != 1.0:
         samples = resample_audio(samples, round(rate * factor), rate)
-    return compute_fbank(samples, rate, config).astype(np.float16)
+    return compute_fbank(samples, rate, config)
+
+
+def _featurize(args: tuple[str, float, FeatureConfig]) -> np.ndarray:
+    path, factor, config = args
+    return featurize(path, config, factor).astype(np.float16)
 
 
 class FeatureSet:

@@ -47,6 +47,7 @@ def _register() -> None:
     from userlibri.cli import (
         asr,
         asr_export,
+        asr_inspect,
         asr_ship,
         bench,
         bench_perf,
@@ -60,6 +61,7 @@ def _register() -> None:
 
     asr.command.add_command(asr_export.command)
     asr.command.add_command(asr_ship.command)
+    asr.command.add_command(asr_inspect.command)
     for extra in bench_wer.COMMANDS + bench_perf.COMMANDS:
         bench.command.add_command(extra)
     for module in (corpora, synth, build, lm, asr, decode, bench):
