@@ -105,6 +105,13 @@ class CtcBeamSearch(StreamingSearch):
         self.blank_id = blank_id
         self.suppress_ids = tuple(sorted({int(i) for i in suppress_ids} - {blank_id}))
         self._log_skip = math.log(config.blank_skip) if config.blank_skip < 1.0 else math.inf
+        # The fusion's hot-path pieces, looked up once.
+        fusion = self.fusion
+        self._inline = fusion.inline
+        self._scored = bool(fusion.fusions)
+        self._memo_get = fusion.memo.get
+        self._score_single = fusion.score_single
+        self._w0 = fusion.weights[0] if fusion.fusions else 0.0
         if vocab_size is not None:
             self._check_vocab(vocab_size)
 
@@ -133,74 +140,124 @@ class CtcBeamSearch(StreamingSearch):
         blank = lp[:, self.blank_id]
         blank_lp = blank.tolist()
         skip = blank > (floor_float32(self._log_skip) if blank.dtype == np.float32 else self._log_skip)
-        cands = self._candidates(lp, skip)
+        cands, amax, ext_frames = self._candidates(lp, skip)
         skip_l = skip.tolist()
         nodes, pb, pnb, times = list(state.nodes), list(state.pb), list(state.pnb), list(state.times)
         quiet = max(pnb, default=NEG_INF) == NEG_INF
         step = self._step
+        extend_only = self._extend_only_inline if self._inline else self._extend_only
+        blank, min_lp = self.blank_id, self.config.min_token_logprob
+        #: The last tokens of the live prefixes, when known (None: to compute).
+        live: set[int] | None = None
         t0 = state.frames
-        for t in range(n_frames):
-            ext = cands[t]
-            if ext:
-                nodes, pb, pnb, times = step(t0 + t, lp[t], blank_lp[t], ext, nodes, pb, pnb, times)
-                quiet = max(pnb, default=NEG_INF) == NEG_INF
-            elif quiet:
-                # Nothing to extend and every prefix ends in blank: all scores shift by the
-                # blank log-prob, so the ranking and the prune margins cannot change.
-                x = blank_lp[t]
-                pb = [b + x for b in pb]
-            elif skip_l[t]:
-                # A blank-dominated frame (see blank_skip): each prefix's two states merge and
-                # extend by blank; the repeat path (< 1 - blank_skip of the frame) is dropped.
-                x = blank_lp[t]
-                pb = [
-                    (b if nb == NEG_INF else nb if b == NEG_INF else log_add(b, nb)) + x
-                    for b, nb in zip(pb, pnb, strict=True)
-                ]
-                pnb = [NEG_INF] * len(pb)
-                quiet = True
-            else:
-                nodes, pb, pnb, times = step(t0 + t, lp[t], blank_lp[t], ext, nodes, pb, pnb, times)
-                quiet = max(pnb, default=NEG_INF) == NEG_INF
+        t = 0
+        for te in [*ext_frames, n_frames]:
+            # Frames t..te-1 have no candidates (blank frames), te has some (or is the end).
+            while t < te:
+                if quiet:
+                    # Every prefix ends in blank and nothing extends: all scores shift by the
+                    # blank log-prob, so the ranking and the prune margins cannot change.
+                    for x in blank_lp[t:te]:
+                        pb = [b + x for b in pb]
+                    t = te
+                elif skip_l[t]:
+                    # A blank-dominated frame (see blank_skip): each prefix's two states merge
+                    # and extend by blank; the repeat path (< 1 - blank_skip of the frame) is
+                    # dropped. The rest of the gap then only shifts the scores (above).
+                    x = blank_lp[t]
+                    if (
+                        max(pb, default=NEG_INF) == NEG_INF
+                    ):  # every prefix ends in its last token (after a token frame)
+                        pb = [nb + x for nb in pnb]
+                    else:
+                        pb = [
+                            (b if nb == NEG_INF else nb if b == NEG_INF else log_add(b, nb)) + x
+                            for b, nb in zip(pb, pnb, strict=True)
+                        ]
+                    pnb = [NEG_INF] * len(pb)
+                    quiet = True
+                    t += 1
+                else:
+                    nodes, pb, pnb, times = step(
+                        t0 + t, lp, t, blank_lp[t], (), amax[t], nodes, pb, pnb, times
+                    )
+                    quiet = max(pnb, default=NEG_INF) == NEG_INF
+                    live = None
+                    t += 1
+            if te == n_frames:
+                break
+            ext, x = cands[te], blank_lp[te]
+            if quiet and nodes and x < min_lp and amax[te] != blank:
+                # Every prefix ends in blank and blank is pruned in this frame (a token frame
+                # after blank frames): unless a new prefix equals a live one, only new prefixes
+                # survive, which the fast paths compute for a fraction of the general work.
+                if live is None:
+                    live = {nd.token for nd in nodes}
+                if not any(c in live for c, _ in ext):
+                    nodes, pb, pnb, times, live = extend_only(t0 + te, ext, nodes, pb, times)
+                    quiet = not nodes
+                    t = te + 1
+                    continue
+            nodes, pb, pnb, times = step(t0 + te, lp, te, x, ext, amax[te], nodes, pb, pnb, times)
+            quiet = max(pnb, default=NEG_INF) == NEG_INF
+            live = None
+            t = te + 1
         return CtcState(state.frames + n_frames, tuple(nodes), tuple(pb), tuple(pnb), tuple(times), vocab)
 
     # -- internals ----------------------------------------------------------------------------------
-    def _candidates(self, lp: np.ndarray, skip: np.ndarray) -> list[Sequence[tuple[int, float]]]:
-        """Per frame, the ``(token, log-prob)`` pairs that may extend a prefix: at most
-        ``token_topk`` of the most likely tokens (ties: lower id first) at or above
-        ``min_token_logprob``, in ascending token order; none on skipped frames. One vectorised
-        pass over the chunk: frames seldom hold more than a few tokens above the threshold."""
+    def _candidates(
+        self, lp: np.ndarray, skip: np.ndarray
+    ) -> tuple[list[Sequence[tuple[int, float]]], list[int], list[int]]:
+        """Per frame, the ``(token, log-prob)`` pairs that may extend a prefix, in ascending token
+        order: at most ``token_topk`` of the most likely tokens (ties: lower id first) at or above
+        ``min_token_logprob``, and always the frame's most likely label if it is a token; none on
+        skipped frames. Also per frame that most likely label (the blank id when it is blank, a
+        suppressed id or the frame is skipped), and the frames that have candidates. One
+        vectorised pass over the chunk."""
         cfg = self.config
+        n_frames, vocab = lp.shape
+        blank = self.blank_id
         active = np.flatnonzero(~skip)
-        out: list[Sequence[tuple[int, float]]] = [()] * lp.shape[0]
+        out: list[Sequence[tuple[int, float]]] = [()] * n_frames
         if active.size == 0:
-            return out
+            return out, [blank] * n_frames, []
         sub = lp[active]
         threshold = cfg.min_token_logprob
         ok = sub >= (ceil_float32(threshold) if sub.dtype == np.float32 else threshold)
-        ok[:, self.blank_id] = False
-        ok[:, [i for i in self.suppress_ids if i < lp.shape[1]]] = False
+        best = sub.argmax(axis=1)  # first of ties, as ctc_greedy
+        ok[np.arange(active.size), best] = True
+        ok[:, blank] = False
+        suppressed = [i for i in self.suppress_ids if i < vocab]
+        most = np.full(n_frames, blank)
+        most[active] = best
+        if suppressed:
+            ok[:, suppressed] = False
+            for i in suppressed:
+                most[most == i] = blank
         # flatnonzero + divmod: several times faster than np.nonzero on a 2-D mask.
-        rows, cols = np.divmod(np.flatnonzero(ok), ok.shape[1])
-        pairs = list(zip(cols.tolist(), sub[rows, cols].tolist(), strict=True))
-        bounds = np.searchsorted(rows, np.arange(active.size + 1)).tolist()
+        flat = np.flatnonzero(ok)
+        if flat.size == 0:
+            return out, most.tolist(), []
+        rows, cols = np.divmod(flat, vocab)
+        pairs = list(zip(cols.tolist(), sub.ravel()[flat].tolist(), strict=True))
+        starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+        frames = active[rows[starts]].tolist()
         topk = cfg.token_topk
-        for r, t in enumerate(active.tolist()):
-            a, b = bounds[r], bounds[r + 1]
-            if a == b:
-                continue
+        for t, a, b in zip(frames, starts.tolist(), [*starts[1:].tolist(), rows.size], strict=True):
             row = pairs[a:b]
             if topk and b - a > topk:
                 row = sorted(sorted(row, key=_neg_second)[:topk])
             out[t] = row
-        return out
+        return out, most.tolist(), frames
 
     def _step(
         self,
         t: int,
-        row: np.ndarray,
+        lp: np.ndarray,
+        tl: int,
         blank_lp: float,
-        ext: list[tuple[int, float]],
+        ext: Sequence[tuple[int, float]],
+        amax: int,
         nodes: list[PrefixNode],
         pb: list[float],
         pnb: list[float],
@@ -208,11 +265,17 @@ class CtcBeamSearch(StreamingSearch):
     ) -> tuple[list[PrefixNode], list[float], list[float], list[TimeLink]]:
         """One frame: stay (blank / repeat) and extension candidates, merge, keep the best states.
 
+        ``amax``: the frame's most likely label (see :meth:`_candidates`). Blank and repeats obey
+        ``min_token_logprob`` like new tokens, except for the most likely label.
+
         Plain Python floats and lists: with beams of ~10 and a few tokens per frame this beats
         numpy's per-call overhead (this loop is the decoder's hot path). New prefixes are
         LM-scored before the selection, but get a :class:`PrefixNode` only if they are kept."""
         cfg = self.config
         prune = cfg.beam_prune
+        threshold = cfg.min_token_logprob
+        allow_blank = blank_lp >= threshold or amax == self.blank_id
+        row = lp[tl]
         item = row.item
         # Per live prefix: its states after this frame and their fused scores (s_b, s_nb).
         new_pb: list[float] = []
@@ -235,18 +298,27 @@ class CtcBeamSearch(StreamingSearch):
                     total = nb + log1p(exp(b - nb))
                 else:
                     total = b + log1p(exp(nb - b))
-                x = nb + item(node.token)
-                new_pnb.append(x)
+                y = item(node.token)
+                if y >= threshold or node.token == amax:
+                    x = nb + y
+                    new_pnb.append(x)
+                    x += prior
+                    s_nb.append(x)
+                    if x > best:
+                        best = x
+                else:
+                    new_pnb.append(NEG_INF)
+                    s_nb.append(NEG_INF)
+            if allow_blank:
+                x = total + blank_lp
+                new_pb.append(x)
                 x += prior
-                s_nb.append(x)
+                s_b.append(x)
                 if x > best:
                     best = x
-            x = total + blank_lp
-            new_pb.append(x)
-            x += prior
-            s_b.append(x)
-            if x > best:
-                best = x
+            else:
+                new_pb.append(NEG_INF)
+                s_b.append(NEG_INF)
             if ext:
                 last = node.token
                 for c, x in ext:
@@ -261,20 +333,22 @@ class CtcBeamSearch(StreamingSearch):
                         top = s
                     cands.append((s, i, c, v))
         if cands:
-            threshold = (best if best > top else top) - prune
-            cands = [c for c in cands if c[0] >= threshold]
+            floor = (best if best > top else top) - prune
+            cands = [c for c in cands if c[0] >= floor]
             cap = cfg.active_cap
             if cap and len(cands) > cap:
                 cands.sort(key=_first, reverse=True)
                 del cands[cap:]
             new, s_new = self._new_prefixes(cands, nodes, new_pnb, s_nb)
         else:
-            n = len(nodes)
-            if n + sum(1 for x in new_pnb if x > NEG_INF) <= cfg.beam:
+            n_states = sum(1 for x in s_b if x > NEG_INF) + sum(1 for x in s_nb if x > NEG_INF)
+            if allow_blank and n_states <= cfg.beam:
                 # No new prefixes and no more states than the beam (typical of blank frames):
                 # only the prune margin can drop a state; when none falls outside it, nothing changes.
                 floor = best - prune
-                if all(x >= floor for x in s_b) and all(x >= floor or x == NEG_INF for x in s_nb):
+                if all(x >= floor or x == NEG_INF for x in s_b) and all(
+                    x >= floor or x == NEG_INF for x in s_nb
+                ):
                     return nodes, new_pb, new_pnb, times
             new, s_new = [], []
         # Keep the beam best states within beam_prune of the best (a float sort finds the
@@ -291,7 +365,7 @@ class CtcBeamSearch(StreamingSearch):
             if ranked[beam] == kth and kth > NEG_INF:
                 return self._select_ties(t, nodes, times, new_pb, new_pnb, s_b, s_nb, new, s_new)
         out_nodes, out_pb, out_pnb, out_times = [], [], [], []
-        clear = not self.fusion.inline
+        clear = not self._inline
         for j, node in enumerate(nodes):
             x, y = s_b[j], s_nb[j]
             keep_b = x >= floor and x > NEG_INF
@@ -303,6 +377,157 @@ class CtcBeamSearch(StreamingSearch):
                 out_times.append(times[j])
             elif clear:
                 node.children.clear()  # a dropped prefix's cached extensions: free them
+        self._emit_new(t, nodes, times, new, s_new, floor, out_nodes, out_pb, out_pnb, out_times)
+        return out_nodes, out_pb, out_pnb, out_times
+
+    def _extend_only(
+        self,
+        t: int,
+        ext: Sequence[tuple[int, float]],
+        nodes: list[PrefixNode],
+        pb: list[float],
+        times: list[TimeLink],
+    ) -> tuple[list[PrefixNode], list[float], list[float], list[TimeLink], set[int]]:
+        """:meth:`_step` when every live prefix ends in blank, blank is pruned in this frame and no
+        new prefix equals a live one (a token frame after blank frames): only the new prefixes
+        can survive (the same result as :meth:`_step`, for a fraction of its work). Also returns
+        the last tokens of the new prefixes."""
+        cfg = self.config
+        cands: list[tuple[float, int, int, float]] = []
+        top = NEG_INF
+        for i, node in enumerate(nodes):
+            b, prior = pb[i], node.prior
+            for c, x in ext:
+                v = b + x
+                s = v + prior
+                if s > top:
+                    top = s
+                cands.append((s, i, c, v))
+        floor = top - cfg.beam_prune
+        cands = [c for c in cands if c[0] >= floor]
+        cap = cfg.active_cap
+        if cap and len(cands) > cap:
+            cands.sort(key=_first, reverse=True)
+            del cands[cap:]
+        new, s_new = self._new_prefixes(cands, nodes, [], [], merge=False)
+        if not self._inline:
+            for node in nodes:
+                node.children.clear()
+        beam = cfg.beam
+        ranked = sorted(s_new, reverse=True)
+        if ranked[0] == NEG_INF:
+            return [], [], [], [], set()
+        floor = ranked[0] - cfg.beam_prune
+        if len(ranked) > beam:
+            kth = ranked[beam - 1]
+            if kth > floor:
+                floor = kth
+            if ranked[beam] == kth and kth > NEG_INF:
+                keep = set(top_indices(s_new, beam, cfg.beam_prune))
+                s_new = [y if k in keep else NEG_INF for k, y in enumerate(s_new)]
+                floor = NEG_INF
+        out_nodes: list[PrefixNode] = []
+        out_pb: list[float] = []
+        out_pnb: list[float] = []
+        out_times: list[TimeLink] = []
+        self._emit_new(t, nodes, times, new, s_new, floor, out_nodes, out_pb, out_pnb, out_times)
+        return out_nodes, out_pb, out_pnb, out_times, {nd.token for nd in out_nodes}
+
+    def _extend_only_inline(
+        self,
+        t: int,
+        ext: Sequence[tuple[int, float]],
+        nodes: list[PrefixNode],
+        pb: list[float],
+        times: list[TimeLink],
+    ) -> tuple[list[PrefixNode], list[float], list[float], list[TimeLink], set[int]]:
+        """:meth:`_extend_only` for at most one unbatched LM, in one pass: every candidate is
+        LM-scored (memoised) as it is made, the pre-LM prune and cap are applied after."""
+        cfg = self.config
+        prune = cfg.beam_prune
+        scored, memo_get, w, bonus = self._scored, self._memo_get, self._w0, self.fusion.length_bonus
+        # (score without the new LM score, fused score, prefix index, token, am score, LM score,
+        #  LM state, fused LM score, prior)
+        ents: list[tuple[float, float, int, int, float, float, Any, float, float]] = []
+        top = NEG_INF
+        d, st = 0.0, None
+        for i, node in enumerate(nodes):
+            b, prior, fused0, n1 = pb[i], node.prior, node.fused, node.n + 1
+            st0 = node.states[0] if scored else None
+            for c, x in ext:
+                v = b + x
+                s = v + prior
+                if s > top:
+                    top = s
+                if scored:
+                    hit = memo_get((st0, c))
+                    if hit is None:
+                        hit = self._score_single(st0, c)
+                    d, st = hit
+                    fused = fused0 + w * d if w else fused0
+                else:
+                    fused = fused0
+                pr = fused + bonus * n1
+                ents.append((s, v + pr, i, c, v, d, st, fused, pr))
+        floor = top - prune
+        if any(e[0] < floor for e in ents):
+            ents = [e for e in ents if e[0] >= floor]
+        cap = cfg.active_cap
+        if cap and len(ents) > cap:
+            ents.sort(key=_first, reverse=True)
+            del ents[cap:]
+        beam = cfg.beam
+        ranked = sorted([e[1] for e in ents], reverse=True)
+        if ranked[0] == NEG_INF:
+            return [], [], [], [], set()
+        floor = ranked[0] - prune
+        if len(ranked) > beam:
+            kth = ranked[beam - 1]
+            if kth > floor:
+                floor = kth
+            if ranked[beam] == kth and kth > NEG_INF:
+                keep = set(top_indices([e[1] for e in ents], beam, prune))
+                ents = [e for k, e in enumerate(ents) if k in keep]
+                floor = NEG_INF
+        out_nodes: list[PrefixNode] = []
+        out_pnb: list[float] = []
+        out_times: list[TimeLink] = []
+        live: set[int] = set()
+        for _, y, i, c, v, d, st, fused, pr in ents:
+            if y >= floor and y > NEG_INF:
+                parent = nodes[i]
+                node = _new_object(PrefixNode)  # inlined PrefixNode.make
+                node.parent = parent
+                node.token = c
+                node.n = parent.n + 1
+                node.key = hash((parent.key, c))
+                node.states = (st,) if scored else ()
+                node.raw = (parent.raw[0] + d,) if scored else ()
+                node.fused = fused
+                node.prior = pr
+                node.children = {}
+                node.ctx = ()
+                out_nodes.append(node)
+                out_pnb.append(v)
+                out_times.append((t, times[i]))
+                live.add(c)
+        return out_nodes, [NEG_INF] * len(out_nodes), out_pnb, out_times, live
+
+    @staticmethod
+    def _emit_new(
+        t: int,
+        nodes: list[PrefixNode],
+        times: list[TimeLink],
+        new: list[_NewPrefix],
+        s_new: list[float],
+        floor: float,
+        out_nodes: list[PrefixNode],
+        out_pb: list[float],
+        out_pnb: list[float],
+        out_times: list[TimeLink],
+    ) -> None:
+        """Append the new prefixes scoring at least ``floor`` (and more than -inf) to the outputs,
+        building their nodes where needed."""
         for k, y in enumerate(s_new):
             if y >= floor and y > NEG_INF:
                 i, c, v, node, d, st, fused, prior = new[k]
@@ -323,7 +548,6 @@ class CtcBeamSearch(StreamingSearch):
                 out_pb.append(NEG_INF)
                 out_pnb.append(v)
                 out_times.append((t, times[i]))
-        return out_nodes, out_pb, out_pnb, out_times
 
     def _new_prefixes(
         self,
@@ -331,19 +555,15 @@ class CtcBeamSearch(StreamingSearch):
         nodes: list[PrefixNode],
         new_pnb: list[float],
         s_nb: list[float],
+        merge: bool = True,
     ) -> tuple[list[_NewPrefix], list[float]]:
         """Merge candidates into live prefixes (in place on ``new_pnb``/``s_nb``) and LM-score the
         others. Returns, per new prefix, ``(prefix index, token, am score, node, lm score, lm
         state, fused, prior)`` and its fused score; ``node`` is None where the (single,
         unbatched) LM was scored here and the node is built only if the prefix is kept."""
-        fusion = self.fusion
-        inline = fusion.inline
-        scored = bool(fusion.fusions)
-        memo_get = fusion.memo.get
-        score = fusion.score_single
-        w = fusion.weights[0] if scored else 0.0
-        bonus = fusion.length_bonus
-        live_tokens = {nd.token for nd in nodes}
+        inline, scored, memo_get = self._inline, self._scored, self._memo_get
+        w, bonus = self._w0, self.fusion.length_bonus
+        live_tokens = {nd.token for nd in nodes} if merge else set()
         live: dict[int, int] | None = None
         new: list[_NewPrefix] = []
         s_new: list[float] = []
@@ -370,7 +590,7 @@ class CtcBeamSearch(StreamingSearch):
                 st = parent.states[0]
                 hit = memo_get((st, c))
                 if hit is None:
-                    hit = score(st, c)
+                    hit = self._score_single(st, c)
                 d, st = hit
                 fused = parent.fused + w * d if w else parent.fused
             else:
@@ -380,7 +600,7 @@ class CtcBeamSearch(StreamingSearch):
             s_new.append(v + prior)
         if todo:
             # Several or batched LMs: build the nodes at once (one score_batch call per LM).
-            children = fusion.extend([(nodes[new[k][0]], new[k][1]) for k in todo])
+            children = self.fusion.extend([(nodes[new[k][0]], new[k][1]) for k in todo])
             for k, node in zip(todo, children, strict=True):
                 i, c, v = new[k][:3]
                 new[k] = (i, c, v, node, 0.0, None, node.fused, node.prior)
@@ -413,7 +633,7 @@ class CtcBeamSearch(StreamingSearch):
                 out_pb.append(new_pb[j] if keep_b else NEG_INF)
                 out_pnb.append(new_pnb[j] if keep_nb else NEG_INF)
                 out_times.append(times[j])
-            elif not self.fusion.inline:
+            elif not self._inline:
                 nodes[j].children.clear()
         for q in range(k):
             if m + n + q in keep:

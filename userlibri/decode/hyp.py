@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from typing import Any
 
 import numpy as np
@@ -132,23 +132,135 @@ class Fusion:
 FusionLike = Fusion | tuple[LanguageModel, float] | tuple[LanguageModel, float, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Hypothesis:
-    """One decoding result. ``score`` is the fused total the search ranked by."""
+_HYP_FIELDS = (
+    "tokens",
+    "timestamps",
+    "score",
+    "am_score",
+    "lm_score",
+    "context_score",
+    "fusion_scores",
+    "lm_states",
+)
 
-    tokens: tuple[int, ...]
-    #: Frame index (encoder frames) at which each token was emitted.
-    timestamps: tuple[int, ...]
-    score: float
-    am_score: float
-    #: Raw (unweighted) sum of the ``"lm"`` fusions' log-probs, end of sentence included if final.
-    lm_score: float
-    #: Raw sum of the ``"context"`` fusions' scores (hotword bonuses).
-    context_score: float
-    #: Raw score of each fusion, in the decoder's fusion order.
-    fusion_scores: tuple[float, ...]
-    #: Each fusion's state after the last token (before the end of sentence).
-    lm_states: tuple[Hashable, ...]
+
+class Hypothesis:
+    """One decoding result (immutable). ``score`` is the fused total the search ranked by.
+
+    Fields: ``tokens``; ``timestamps``, the frame index (encoder frames) at which each token was
+    emitted; ``score``; ``am_score``; ``lm_score``, the raw (unweighted) sum of the ``"lm"``
+    fusions' log-probs, end of sentence included if final; ``context_score``, the raw sum of the
+    ``"context"`` fusions' scores (hotword bonuses); ``fusion_scores``, each fusion's raw score in
+    the decoder's fusion order; ``lm_states``, each fusion's state after the last token (before
+    the end of sentence). Equality, hashing and ``repr`` go by these fields, as a frozen dataclass.
+
+    The decoders build hypotheses with :meth:`from_search`: ``tokens`` and ``timestamps`` are then
+    unrolled from the search's prefix tree when first read (most callers read only the best one's).
+    """
+
+    __slots__ = (
+        "_tokens",
+        "_timestamps",
+        "score",
+        "am_score",
+        "lm_score",
+        "context_score",
+        "fusion_scores",
+        "lm_states",
+        "_node",
+        "_link",
+    )
+
+    def __init__(
+        self,
+        tokens: tuple[int, ...],
+        timestamps: tuple[int, ...],
+        score: float,
+        am_score: float,
+        lm_score: float,
+        context_score: float,
+        fusion_scores: tuple[float, ...],
+        lm_states: tuple[Hashable, ...],
+    ) -> None:
+        for name, value in (
+            ("_tokens", tokens),
+            ("_timestamps", timestamps),
+            ("score", score),
+            ("am_score", am_score),
+            ("lm_score", lm_score),
+            ("context_score", context_score),
+            ("fusion_scores", fusion_scores),
+            ("lm_states", lm_states),
+            ("_node", None),
+            ("_link", None),
+        ):
+            _set(self, name, value)
+
+    @classmethod
+    def from_search(
+        cls,
+        node: PrefixNode,
+        times: TimeLink,
+        score: float,
+        am_score: float,
+        lm_score: float,
+        context_score: float,
+        fusion_scores: tuple[float, ...],
+    ) -> Hypothesis:
+        """A hypothesis whose tokens (``node.tokens()``) and timestamps (``unroll_times(times)``)
+        are computed when first read."""
+        hyp = _new_object(cls)
+        _set(hyp, "_tokens", None)
+        _set(hyp, "_timestamps", None)
+        _set(hyp, "score", score)
+        _set(hyp, "am_score", am_score)
+        _set(hyp, "lm_score", lm_score)
+        _set(hyp, "context_score", context_score)
+        _set(hyp, "fusion_scores", fusion_scores)
+        _set(hyp, "lm_states", node.states)
+        _set(hyp, "_node", node)
+        _set(hyp, "_link", times)
+        return hyp
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        tokens = self._tokens
+        if tokens is None:
+            tokens = self._node.tokens()  # type: ignore[union-attr]
+            _set(self, "_tokens", tokens)
+        return tokens
+
+    @property
+    def timestamps(self) -> tuple[int, ...]:
+        stamps = self._timestamps
+        if stamps is None:
+            stamps = unroll_times(self._link)
+            _set(self, "_timestamps", stamps)
+        return stamps
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _HYP_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in _HYP_FIELDS)
+        return f"Hypothesis({inner})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Hypothesis, self._fields())
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly fields (no LM states)."""
@@ -161,6 +273,9 @@ class Hypothesis:
             "context_score": self.context_score,
             "fusion_scores": list(self.fusion_scores),
         }
+
+
+_set = object.__setattr__
 
 
 class PrefixNode:
@@ -276,6 +391,7 @@ class FusionSet:
             f.validate()
         self.fusions = tuple(fusions)
         self.weights = tuple(f.weight for f in self.fusions)
+        self._kinds = tuple(f.kind for f in self.fusions)
         self.length_bonus = length_bonus
         self.context_size = context_size
         self._batched = tuple(callable(getattr(f.lm, "score_batch", None)) for f in self.fusions)
@@ -436,18 +552,13 @@ class FusionSet:
             raw, end = self.final(node)
         else:
             raw, end = node.raw, 0.0
-        lm = sum((r for f, r in zip(self.fusions, raw, strict=True) if f.kind == "lm"), 0.0)
-        context = sum((r for f, r in zip(self.fusions, raw, strict=True) if f.kind == "context"), 0.0)
-        return Hypothesis(
-            tokens=node.tokens(),
-            timestamps=unroll_times(times),
-            score=am + node.prior + end,
-            am_score=am,
-            lm_score=lm,
-            context_score=context,
-            fusion_scores=raw,
-            lm_states=node.states,
-        )
+        lm = context = 0.0
+        for kind, r in zip(self._kinds, raw, strict=True):
+            if kind == "lm":
+                lm += r
+            else:
+                context += r
+        return Hypothesis.from_search(node, times, am + node.prior + end, am, lm, context, raw)
 
 
 def _neg_score(h: Hypothesis) -> float:
