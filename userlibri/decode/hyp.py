@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import FrozenInstanceError, dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,11 @@ DEFAULT_BEAM_PRUNE = 10.0
 DEFAULT_TOKEN_TOPK = 16
 #: Tokens less likely than this (natural log) in a frame are not considered (as pyctcdecode).
 DEFAULT_MIN_TOKEN_LOGPROB = -5.0
+#: CTC: a prefix stays (by blank, or by repeating its last token) only where that label's log-prob
+#: is at least this (or it is the frame's most likely label). -5 as for new tokens is what
+#: pyctcdecode does (its token_min_logp); lower keeps paths by which an LM overrides confident
+#: acoustics. Token frames after blank frames then create only new prefixes (the fast path).
+DEFAULT_MIN_STAY_LOGPROB = -12.0
 #: CTC: frames whose blank probability is above this only extend by blank or repeat (1.0: never).
 DEFAULT_BLANK_SKIP = 0.999
 #: Most new-token candidates per frame (the best by acoustic + prefix score) scored by the LMs,
@@ -65,6 +71,8 @@ class DecoderConfig:
     beam_prune: float = DEFAULT_BEAM_PRUNE
     token_topk: int = DEFAULT_TOKEN_TOPK
     min_token_logprob: float = DEFAULT_MIN_TOKEN_LOGPROB
+    #: CTC only (see ``DEFAULT_MIN_STAY_LOGPROB``).
+    min_stay_logprob: float = DEFAULT_MIN_STAY_LOGPROB
     blank_skip: float = DEFAULT_BLANK_SKIP
     #: Cap on new-token candidates LM-scored per frame; None: ``DEFAULT_ACTIVE_PER_BEAM * beam``;
     #: 0: no cap.
@@ -74,9 +82,9 @@ class DecoderConfig:
         """Raise ``ConfigError`` naming the first bad value."""
         if self.beam < 1:
             raise ConfigError(f"beam: expected >= 1, found {self.beam}")
-        for name in ("lm_weight", "context_weight", "length_bonus", "min_token_logprob"):
+        for name in ("lm_weight", "context_weight", "length_bonus", "min_token_logprob", "min_stay_logprob"):
             value = getattr(self, name)
-            if math.isnan(value) or (name != "min_token_logprob" and math.isinf(value)):
+            if math.isnan(value) or (not name.startswith("min_") and math.isinf(value)):
                 raise ConfigError(f"{name}: expected a finite number, found {value}")
         if not self.beam_prune > 0:
             raise ConfigError(f"beam_prune: expected > 0 (inf disables it), found {self.beam_prune}")
@@ -102,6 +110,7 @@ class DecoderConfig:
             beam_prune=math.inf,
             token_topk=0,
             min_token_logprob=-math.inf,
+            min_stay_logprob=-math.inf,
             blank_skip=1.0,
             max_active=0,
             **kwargs,
@@ -281,7 +290,7 @@ _set = object.__setattr__
 class PrefixNode:
     """A token prefix with its LM states and fused LM score (shared by all its alignments)."""
 
-    __slots__ = ("parent", "token", "n", "key", "states", "raw", "fused", "prior", "children", "ctx")
+    __slots__ = ("parent", "token", "n", "_key", "states", "raw", "fused", "prior", "children", "ctx")
 
     def __init__(
         self,
@@ -297,7 +306,7 @@ class PrefixNode:
         self.token = token
         self.n = 0 if parent is None else parent.n + 1
         # Python's hash of a tuple of ints is deterministic; collisions are checked by same_prefix.
-        self.key = 0 if parent is None else hash((parent.key, token))
+        self._key: int | None = 0 if parent is None else hash((parent.key, token))
         self.states = states
         self.raw = raw
         self.fused = fused
@@ -326,7 +335,7 @@ class PrefixNode:
         node.parent = parent
         node.token = token
         node.n = parent.n + 1
-        node.key = key
+        node._key = key
         node.states = states
         node.raw = raw
         node.fused = fused
@@ -334,6 +343,24 @@ class PrefixNode:
         node.children = {}
         node.ctx = ctx
         return node
+
+    @property
+    def key(self) -> int:
+        """``hash((parent.key, token))``, 0 for the root: equal token sequences have equal keys
+        (the decoders find merges by key, then confirm with :meth:`same_prefix`). Nodes built
+        on the CTC fast path compute it when first asked (most never are)."""
+        key = self._key
+        if key is None:
+            chain = []
+            node = self
+            while node._key is None:
+                chain.append(node)
+                node = node.parent  # type: ignore[assignment]
+            key = node._key
+            for node in reversed(chain):
+                key = hash((key, node.token))
+                node._key = key
+        return key
 
     def tokens(self) -> tuple[int, ...]:
         out = []
@@ -357,6 +384,8 @@ class PrefixNode:
 
 
 _new_object = object.__new__
+#: ``children`` of prefix nodes that never cache their extensions (read-only: a write raises).
+NO_CHILDREN: dict[int, PrefixNode] = MappingProxyType({})  # type: ignore[assignment]
 
 #: Frame timestamps as a persistent linked list: ``(frame, previous link)`` or ``None``.
 TimeLink = tuple[int, Any] | None
