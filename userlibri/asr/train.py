@@ -371,11 +371,14 @@ def train(
     train_split: str = "train",
     dev_split: str | None = "dev",
     progress: bool = True,
+    schedule_steps: int | None = None,
 ) -> TrainResult:
     """Train (or with ``resume`` continue) an acoustic model in ``out``; see the module docstring.
 
     ``max_minutes``/``max_steps``/``threads`` override the config for this call; stopping on them
     writes a checkpoint and ``model-avg.pt`` so a later ``resume`` continues exactly.
+    ``schedule_steps`` sets the length of the learning-rate schedule, also on ``resume`` (where it
+    otherwise comes from the checkpoint): how a finished or too-short schedule is extended.
     """
     t_start = time.monotonic()
     config.validate()
@@ -463,6 +466,12 @@ def train(
         _set_rng_state(ck["rng"], chunk_rng, aug_gen)
         _truncate_log(out, step)
         log.info("resumed from %s (step %d, epoch %d, batch %d)", existing[-1], step, epoch, batch_in_epoch)
+    if schedule_steps is not None:
+        if schedule_steps <= step:
+            raise UserLibriError(
+                f"schedule_steps: expected more than the {step} steps already taken, found {schedule_steps}"
+            )
+        total_steps = schedule_steps
     log.info(
         "model: %d parameters; %d training utterances, %d batches/epoch, device %s",
         nparams,

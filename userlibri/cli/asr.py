@@ -42,6 +42,13 @@ def command() -> None:
 )
 @click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps in total.")
 @click.option(
+    "--schedule-steps",
+    type=int,
+    default=None,
+    help="Length of the learning-rate schedule in steps (default: the config's epochs, or the "
+    "checkpoint's on --resume); set it with --resume to extend a finished schedule (raise epochs too).",
+)
+@click.option(
     "--threads",
     type=int,
     default=None,
@@ -70,6 +77,7 @@ def train_command(
     device: str,
     max_minutes: float | None,
     max_steps: int | None,
+    schedule_steps: int | None,
     threads: int | None,
     tokenizer: Path | None,
     features_dir: Path | None,
@@ -95,6 +103,7 @@ def train_command(
         train_split=train_split,
         dev_split=dev_split or None,
         progress=not no_progress,
+        schedule_steps=schedule_steps,
     )
     status = "finished" if result.finished else f"stopped ({result.stop_reason})"
     click.echo(
