@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from userlibri.decode.hyp import FusionSet, Hypothesis
+from userlibri.decode.hyp import Hypothesis
+from userlibri.decode.prefix import FusionSet
 from userlibri.errors import UserLibriError
 
 

@@ -29,14 +29,13 @@ from userlibri.decode.hyp import (
     NEG_INF,
     DecoderConfig,
     FusionLike,
-    FusionSet,
     Hypothesis,
-    PrefixNode,
     TimeLink,
     check_matrix,
     make_fusions,
     select_top,
 )
+from userlibri.decode.prefix import FusionSet, PrefixNode
 from userlibri.decode.search import StreamingSearch
 from userlibri.errors import UserLibriError
 from userlibri.lm.base import LanguageModel
