@@ -246,7 +246,7 @@ class CtcFrameStep:
                 node.parent = parent
                 node.token = c
                 node.n = parent.n + 1
-                node._key = None  # computed when needed (PrefixNode.key)
+                node.key = None  # computed when needed (PrefixNode.full_key)
                 node.states = (st,) if scored else ()
                 node.raw = (parent.raw[0] + d,) if scored else ()
                 node.fused = fused
@@ -283,7 +283,7 @@ class CtcFrameStep:
                     node.parent = parent
                     node.token = c
                     node.n = parent.n + 1
-                    node._key = None
+                    node.key = None
                     node.states = (st,) if parent.states else ()
                     node.raw = (parent.raw[0] + d,) if parent.raw else ()
                     node.fused = fused
@@ -317,8 +317,8 @@ class CtcFrameStep:
             parent = nodes[i]
             if c in live_tokens:  # parent + c may be a live prefix: merge into it
                 if live is None:
-                    live = {nd.key: j for j, nd in enumerate(nodes)}
-                j = live.get(hash((parent.key, c)))
+                    live = {nd.full_key(): j for j, nd in enumerate(nodes)}
+                j = live.get(hash((parent.full_key(), c)))
                 if j is not None:
                     z = nodes[j]
                     if z.token == c and z.parent is not None and z.parent.same_prefix(parent):
@@ -388,7 +388,7 @@ class CtcFrameStep:
                     node = PrefixNode.make(
                         parent,
                         c,
-                        hash((parent.key, c)),
+                        hash((parent.full_key(), c)),
                         (st,) if parent.states else (),
                         (parent.raw[0] + d,) if parent.raw else (),
                         fused,

@@ -320,6 +320,10 @@ def make_fusions(
     return out
 
 
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
+_min, _max = np.minimum.reduce, np.maximum.reduce
+
+
 def check_matrix(x: object, what: str, columns: int | None = None) -> np.ndarray:
     """A finite 2-D float array, else ``UserLibriError`` saying what was found.
 
@@ -330,14 +334,15 @@ def check_matrix(x: object, what: str, columns: int | None = None) -> np.ndarray
         raise UserLibriError(f"{what}: expected a numpy array of shape (T, V), found {type(x).__name__}")
     if x.ndim != 2:
         raise UserLibriError(f"{what}: expected 2 dimensions (T, V), found shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.floating):
+    kind = x.dtype
+    if kind.kind != "f":
         raise UserLibriError(f"{what}: expected a float array, found dtype {x.dtype}")
     if columns is not None and x.shape[1] != columns:
         raise UserLibriError(f"{what}: expected {columns} columns, found shape {x.shape}")
-    if x.dtype != np.float32:
+    if kind != _FLOAT32 and kind != _FLOAT64:
         x = np.asarray(x, dtype=np.float64)
     # min/max propagate NaN, so two passes check everything; locate the culprit only on failure.
-    if x.size and not (x.min() >= -MAX_MAGNITUDE and x.max() <= MAX_MAGNITUDE):
+    if x.size and not (_min(x, axis=None) >= -MAX_MAGNITUDE and _max(x, axis=None) <= MAX_MAGNITUDE):
         bad = ~(np.abs(x) <= MAX_MAGNITUDE)  # NaN compares False
         if bad.any():
             t, v = np.argwhere(bad)[0]

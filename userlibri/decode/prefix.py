@@ -24,7 +24,7 @@ _new_object = object.__new__
 class PrefixNode:
     """A token prefix with its LM states and fused LM score (shared by all its alignments)."""
 
-    __slots__ = ("parent", "token", "n", "_key", "states", "raw", "fused", "prior", "children", "ctx")
+    __slots__ = ("parent", "token", "n", "key", "states", "raw", "fused", "prior", "children", "ctx")
 
     def __init__(
         self,
@@ -40,7 +40,9 @@ class PrefixNode:
         self.token = token
         self.n = 0 if parent is None else parent.n + 1
         # Python's hash of a tuple of ints is deterministic; collisions are checked by same_prefix.
-        self._key: int | None = 0 if parent is None else hash((parent.key, token))
+        #: ``hash((parent key, token))``, 0 for the root (see :meth:`full_key`); None where not
+        #: computed yet (nodes of the CTC fast path).
+        self.key: int | None = 0 if parent is None else hash((parent.full_key(), token))
         self.states = states
         self.raw = raw
         self.fused = fused
@@ -69,7 +71,7 @@ class PrefixNode:
         node.parent = parent
         node.token = token
         node.n = parent.n + 1
-        node._key = key
+        node.key = key
         node.states = states
         node.raw = raw
         node.fused = fused
@@ -78,23 +80,22 @@ class PrefixNode:
         node.ctx = ctx
         return node
 
-    @property
-    def key(self) -> int:
-        """``hash((parent.key, token))``, 0 for the root: equal token sequences have equal keys
-        (the decoders find merges by key, then confirm with :meth:`same_prefix`). Nodes built
-        on the CTC fast path compute it when first asked (most never are)."""
-        key = self._key
+    def full_key(self) -> int:
+        """``hash((parent key, token))``, 0 for the root: equal token sequences have equal keys
+        (the decoders find merges by key, then confirm with :meth:`same_prefix`). Nodes built on
+        the CTC fast path compute it here when first asked (most never are)."""
+        key = self.key
         if key is None:
             chain = []
             node = self
-            while node._key is None:
+            while node.key is None:
                 chain.append(node)
                 node = node.parent  # type: ignore[assignment]
-            key = node._key
+            key = node.key
             for node in reversed(chain):
                 key = hash((key, node.token))
-                node._key = key
-        return key
+                node.key = key
+        return key  # type: ignore[return-value]
 
     def tokens(self) -> tuple[int, ...]:
         out = []

@@ -31,14 +31,18 @@ from userlibri.decode.hyp import (
     FusionLike,
     Hypothesis,
     TimeLink,
+    ceil_float32,
     check_matrix,
+    log_add,
     make_fusions,
-    select_top,
+    top_indices,
 )
 from userlibri.decode.prefix import FusionSet, PrefixNode
 from userlibri.decode.search import StreamingSearch
 from userlibri.errors import UserLibriError
 from userlibri.lm.base import LanguageModel
+
+_max = np.maximum.reduce
 
 DecoderFn = Callable[[np.ndarray], np.ndarray]
 JoinerFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -127,6 +131,8 @@ class TransducerBeamSearch(StreamingSearch):
         self.suppress_ids = tuple(sorted({int(i) for i in suppress_ids} - {blank_id}))
         self.fusion = FusionSet(make_fusions(config, fusions, lm, context), config.length_bonus, context_size)
         self._masks: dict[int, np.ndarray] = {}
+        self._masked_idx: dict[tuple[int, int], np.ndarray] = {}
+        self._cap = config.active_cap
         if vocab_size is not None:
             self._check_vocab(vocab_size)
 
@@ -143,15 +149,23 @@ class TransducerBeamSearch(StreamingSearch):
     def advance(self, state: TransducerState, encoder_frames: np.ndarray) -> TransducerState:
         """Consume ``(T_chunk, D)`` encoder frames (T_chunk may be 0); return the new state."""
         enc = check_matrix(encoder_frames, "transducer encoder frames")
-        nodes, am, dec, times = list(state.nodes), state.am, state.dec_out, list(state.times)
+        nodes, dec, times = list(state.nodes), state.dec_out, list(state.times)
+        am, prior = state.am.tolist(), [nd.prior for nd in nodes]
         vocab = state.vocab_size
         for t in range(enc.shape[0]):
             logp = _run_joiner(self.joiner, np.repeat(enc[t][None], len(nodes), axis=0), dec, vocab)
             if vocab is None:
                 vocab = logp.shape[1]
                 self._check_vocab(vocab)
-            nodes, am, dec, times = self._step(state.frames + t, logp, nodes, am, dec, times)
-        return TransducerState(state.frames + enc.shape[0], tuple(nodes), am, dec, tuple(times), vocab)
+            nodes, am, prior, dec, times = self._step(state.frames + t, logp, nodes, am, prior, dec, times)
+        return TransducerState(
+            state.frames + enc.shape[0],
+            tuple(nodes),
+            np.array(am, dtype=np.float64),
+            dec,
+            tuple(times),
+            vocab,
+        )
 
     # -- internals ----------------------------------------------------------------------------------
     def _mask(self, vocab: int) -> np.ndarray:
@@ -168,65 +182,120 @@ class TransducerBeamSearch(StreamingSearch):
         t: int,
         logp: np.ndarray,
         nodes: list[PrefixNode],
-        am: np.ndarray,
+        am: list[float],
+        prior: list[float],
         dec: np.ndarray,
         times: list[TimeLink],
-    ) -> tuple[list[PrefixNode], np.ndarray, np.ndarray, list[TimeLink]]:
+    ) -> tuple[list[PrefixNode], list[float], list[float], np.ndarray, list[TimeLink]]:
+        """One frame: every hypothesis stays (blank) or emits one of its candidate tokens; the
+        candidates of all hypotheses are picked at once from the ``(N, V)`` score matrix.
+        ``am``/``prior``: each hypothesis' acoustic score and prior (fused LM + length bonus)."""
         cfg = self.config
-        n, vocab = logp.shape
-        prior = np.fromiter((nd.prior for nd in nodes), dtype=np.float64, count=n)
-        new_am = (am + logp[:, self.blank_id]).tolist()  # blank: same hypothesis, next frame
-        masked = logp + self._mask(vocab)
-        allowed = vocab - 1 - len(self.suppress_ids)
-        if cfg.token_topk and cfg.token_topk < allowed:
-            cand = np.argpartition(-masked, cfg.token_topk - 1, axis=1)[:, : cfg.token_topk]
-            cand.sort(axis=1)
-        else:
-            cand = np.broadcast_to(np.flatnonzero(self._mask(vocab) == 0), (n, allowed))
-        tok_lp = np.take_along_axis(masked, cand, axis=1)
-        scored = (am + prior)[:, None] + tok_lp
-        best = max(float(np.max(np.asarray(new_am) + prior)), float(scored.max()) if scored.size else NEG_INF)
-        ok = (tok_lp >= cfg.min_token_logprob) & (scored >= best - cfg.beam_prune) & (scored > NEG_INF)
-        rows, cols = np.nonzero(ok)
-        if cfg.active_cap and rows.size > cfg.active_cap:
-            top = np.argsort(-scored[rows, cols], kind="stable")[: cfg.active_cap]
-            top.sort()
-            rows, cols = rows[top], cols[top]
+        n = len(nodes)
+        if not n:
+            return nodes, am, prior, dec, times
+        new_am = [a + x for a, x in zip(am, logp[:, self.blank_id].tolist(), strict=True)]  # blank
+        best_stay = max([a + p for a, p in zip(new_am, prior, strict=True)])
+        base = np.array([a + p for a, p in zip(am, prior, strict=True)])
+        rows, tokens, tok_lp = self._candidates(logp, base, best_stay)
         all_nodes = list(nodes)
         all_times = list(times)
-        if rows.size:
-            tokens = cand[rows, cols].tolist()
-            values = (am[rows] + tok_lp[rows, cols]).tolist()
-            children = self.fusion.extend(list(zip((nodes[i] for i in rows.tolist()), tokens, strict=True)))
+        priors = list(prior)
+        if rows:
+            children = self.fusion.extend([(nodes[i], c) for i, c in zip(rows, tokens, strict=True)])
             live = {nd.key: j for j, nd in enumerate(nodes)}
-            for i, child, value in zip(rows.tolist(), children, values, strict=True):
-                j = live.get(child.key)
+            for i, child, x in zip(rows, children, tok_lp, strict=True):
+                value = am[i] + x
+                key = child.key
+                j = live.get(key)
                 if j is not None and all_nodes[j].same_prefix(child):
                     # Same token sequence as a live hypothesis (which emitted blank): merge.
                     if value > new_am[j]:
                         all_times[j] = (t, times[i])
-                    new_am[j] = float(np.logaddexp(new_am[j], value))
+                    new_am[j] = log_add(new_am[j], value)
                     continue
-                live[child.key] = len(all_nodes)
+                live[key] = len(all_nodes)
                 all_nodes.append(child)
                 all_times.append((t, times[i]))
                 new_am.append(value)
-        am_arr = np.asarray(new_am)
-        prior_all = np.concatenate(
-            [prior, np.fromiter((nd.prior for nd in all_nodes[n:]), np.float64, len(all_nodes) - n)]
-        )
-        keep = select_top(am_arr + prior_all, cfg.beam, cfg.beam_prune)
-        kept = set(keep.tolist())
+                priors.append(child.prior)
+        keep = top_indices([a + p for a, p in zip(new_am, priors, strict=True)], cfg.beam, cfg.beam_prune)
+        kept = set(keep)
         for j in range(n):
             if j not in kept:
                 nodes[j].children.clear()  # a dropped hypothesis' cached extensions: free them
         out_nodes = [all_nodes[j] for j in keep]
         out_dec = self._decoder_rows(keep, n, out_nodes, nodes, dec)
-        return out_nodes, am_arr[keep], out_dec, [all_times[j] for j in keep]
+        return (
+            out_nodes,
+            [new_am[j] for j in keep],
+            [priors[j] for j in keep],
+            out_dec,
+            [all_times[j] for j in keep],
+        )
+
+    def _candidates(
+        self, logp: np.ndarray, base: np.ndarray, best_stay: float
+    ) -> tuple[list[int], list[int], list[float]]:
+        """The new-token candidates of a frame: ``(hypothesis rows, token ids, token log-probs)``,
+        in row-major order. ``logp``: (N, V) joiner log-probs; ``base``: (N,) acoustic + prior
+        scores; ``best_stay``: the best score of a hypothesis emitting blank.
+
+        Per hypothesis the ``token_topk`` most likely tokens (blank and suppressed ids excluded)
+        at or above ``min_token_logprob``, within ``beam_prune`` of the best score (stays
+        included), at most ``max_active`` in all (the best by score, ties in row-major order).
+        When ``token_topk`` >= the cap, the per-row restriction cannot bind (a candidate among
+        the best ``cap`` of all is among the best ``cap`` of its row), so one pass over the flat
+        matrix picks them."""
+        cfg = self.config
+        n, vocab = logp.shape
+        cap, topk = self._cap, cfg.token_topk
+        allowed = vocab - 1 - len(self.suppress_ids)
+        min_lp = cfg.min_token_logprob
+        if topk and topk < allowed and (not cap or topk < cap):
+            masked = logp + self._mask(vocab)
+            cand = np.argpartition(-masked, topk - 1, axis=1)[:, :topk]
+            cand.sort(axis=1)
+            tok_lp = np.take_along_axis(masked, cand, axis=1)
+            scored = (base[:, None] + tok_lp).ravel()
+            lp_flat = tok_lp.ravel()
+            width = topk
+        else:
+            cand = None
+            # = base + (logp + mask) where the mask is 0 (float64 sums, as with the mask)
+            scored = np.add(logp, base[:, None], dtype=np.float64).ravel()
+            scored[self._masked_flat(n, vocab)] = NEG_INF
+            lp_flat = logp.ravel()
+            width = vocab
+            if lp_flat.dtype == np.float32:
+                min_lp = ceil_float32(min_lp)  # the float64 comparison, exactly
+        top = float(_max(scored)) if scored.size else NEG_INF
+        floor = (best_stay if best_stay > top else top) - cfg.beam_prune
+        ok = scored >= floor if floor > NEG_INF else scored > NEG_INF
+        if min_lp > NEG_INF:
+            ok &= lp_flat >= min_lp
+        flat = ok.nonzero()[0]
+        if cap and flat.size > cap:
+            # The best `cap` by score, stable (ties in row-major order), back in row-major order.
+            vals = scored[flat].tolist()
+            flat = flat[sorted(sorted(range(len(vals)), key=vals.__getitem__, reverse=True)[:cap])]
+        idx = flat.tolist()
+        rows = [k // width for k in idx]
+        tokens = cand.ravel()[flat].tolist() if cand is not None else [k % width for k in idx]
+        return rows, tokens, lp_flat[flat].tolist()
+
+    def _masked_flat(self, n: int, vocab: int) -> np.ndarray:
+        """Flat indices of the blank and suppressed columns of an (n, vocab) matrix."""
+        idx = self._masked_idx.get((n, vocab))
+        if idx is None:
+            cols = [self.blank_id, *(i for i in self.suppress_ids if i < vocab)]
+            idx = (np.arange(n)[:, None] * vocab + np.array(cols)[None, :]).ravel()
+            self._masked_idx[(n, vocab)] = idx
+        return idx
 
     def _decoder_rows(
         self,
-        keep: np.ndarray,
+        keep: list[int],
         n: int,
         out_nodes: list[PrefixNode],
         old_nodes: list[PrefixNode],
@@ -234,26 +303,29 @@ class TransducerBeamSearch(StreamingSearch):
     ) -> np.ndarray:
         """Decoder outputs of the kept hypotheses: reused for known contexts, one batched call
         for the new ones."""
+        if not keep or max(keep) < n:  # no new hypothesis kept (a blank frame)
+            return old_dec if keep == list(range(n)) else old_dec[keep]
         known = {nd.ctx: j for j, nd in enumerate(old_nodes)}
-        rows: list[np.ndarray | None] = []
+        idx: list[int] = []
         missing: dict[tuple[int, ...], list[int]] = {}
-        for k, (j, node) in enumerate(zip(keep.tolist(), out_nodes, strict=True)):
+        for k, (j, node) in enumerate(zip(keep, out_nodes, strict=True)):
             if j < n:
-                rows.append(old_dec[j])
-            elif node.ctx in known:
-                rows.append(old_dec[known[node.ctx]])
+                idx.append(j)
             else:
-                rows.append(None)
-                missing.setdefault(node.ctx, []).append(k)
-        if missing:
-            ctxs = sorted(missing)
-            out = _run_decoder(self.decoder, ctxs)
-            for ctx, row in zip(ctxs, out, strict=True):
-                for k in missing[ctx]:
-                    rows[k] = row
-        if not rows:
-            return old_dec[:0]
-        return np.stack(rows)  # type: ignore[arg-type]
+                m = known.get(node.ctx)
+                idx.append(-1 if m is None else m)
+                if m is None:
+                    missing.setdefault(node.ctx, []).append(k)
+        if not missing:
+            return old_dec[idx]
+        rows = old_dec[[max(i, 0) for i in idx]]
+        ctxs = sorted(missing)
+        out = _run_decoder(self.decoder, ctxs)
+        if out.dtype != rows.dtype:
+            rows = rows.astype(np.result_type(rows, out))
+        for ctx, row in zip(ctxs, out, strict=True):
+            rows[missing[ctx]] = row
+        return rows
 
     def _hypotheses(self, state: TransducerState, final: bool) -> list[Hypothesis]:
         return self.fusion.hypotheses(state.nodes, state.am.tolist(), state.times, final)
