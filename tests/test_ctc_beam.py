@@ -325,3 +325,81 @@ def test_fuzzed_normalised_inputs_match_brute_force(seed: int, t: int, v: int) -
     truth = ctc_brute_force(lp)
     hyps = CtcBeamSearch(DecoderConfig.exhaustive(beam=200)).decode(lp)
     assert {h.tokens: h.am_score for h in hyps} == pytest.approx(truth, abs=1e-9)
+
+
+# -- speed paths and pruning rules ----------------------------------------------------------------------
+def _peaky_batch(seed: int, t: int = 150, v: int = 20) -> tuple[np.ndarray, BigramLM]:
+    rng = np.random.default_rng(seed)
+    lp = _peaky(rng, t, v)
+    if seed % 2:
+        lp = np.round(lp, 1)  # ties at the beam's edge
+        lp -= np.logaddexp.reduce(lp, axis=1, keepdims=True)
+    return lp, random_bigram(rng, v)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("min_stay", [-5.0, -12.0])
+def test_single_lm_fast_path_equals_the_general_step(seed: int, min_stay: float) -> None:
+    """A single unbatched LM takes the one-pass token-frame path; the same LM with ``score_batch``
+    takes the general step (nodes built with FusionSet.extend): identical hypotheses."""
+    from decode_toys import BatchedBigramLM
+
+    lp, lm = _peaky_batch(seed)
+    batched = BatchedBigramLM(lm.table, lm.vocab_size, end=lm.end)
+    cfg = DecoderConfig(beam=6, lm_weight=0.7, length_bonus=0.2, min_stay_logprob=min_stay)
+    fast = CtcBeamSearch(cfg, lm=lm).decode(lp)
+    general = CtcBeamSearch(cfg, lm=batched).decode(lp)
+    assert batched.batch_calls > 0
+    assert fast == general
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_float32_log_probs_decode_as_float64(seed: int) -> None:
+    lp, lm = _peaky_batch(seed)
+    lp32 = lp.astype(np.float32)
+    lp32[::7, 0] = np.float32(math.log(0.999))  # exactly at the blank_skip threshold
+    decoder = CtcBeamSearch(DecoderConfig(beam=5, lm_weight=0.5), lm=lm)
+    assert decoder.decode(lp32) == decoder.decode(lp32.astype(np.float64))
+    assert ctc_greedy(lp32) == ctc_greedy(lp32.astype(np.float64))
+
+
+def test_beam_one_is_greedy_when_no_token_passes_the_threshold() -> None:
+    # 400 ids with nearly flat frames: the most likely token is below min_token_logprob (-5) but
+    # is still a candidate, and blank below min_stay_logprob is kept when it is the most likely.
+    rng = np.random.default_rng(0)
+    lp = random_log_probs(rng, 30, 400, scale=0.3)
+    assert (lp.max(axis=1) < -5.0).any()
+    hyp = CtcBeamSearch(DecoderConfig(beam=1, min_stay_logprob=-5.0)).decode(lp)[0]
+    greedy = ctc_greedy(lp)
+    assert (hyp.tokens, hyp.timestamps, hyp.am_score) == (greedy.tokens, greedy.timestamps, greedy.am_score)
+
+
+def test_blank_below_min_stay_logprob_is_pruned() -> None:
+    # Frame 1: blank at log(1e-4) (below -5), token 2 certain: with min_stay_logprob -5 the prefix
+    # (1,) cannot stay by blank, so (1, 2) is the only hypothesis; with -12 (1,) + blank remains.
+    lp = np.log(np.array([[0.01, 0.98, 0.01], [1e-4, 0.0002, 0.9997]]))
+    strict = CtcBeamSearch(DecoderConfig(beam=4, min_stay_logprob=-5.0)).decode(lp)
+    loose = CtcBeamSearch(DecoderConfig(beam=4, min_stay_logprob=-12.0)).decode(lp)
+    assert (1,) not in {h.tokens for h in strict}
+    assert (1,) in {h.tokens for h in loose}
+    assert strict[0].tokens == loose[0].tokens == (1, 2)
+
+
+def test_min_stay_logprob_is_validated_and_off_when_exhaustive() -> None:
+    with pytest.raises(ConfigError, match="min_stay_logprob"):
+        CtcBeamSearch(DecoderConfig(min_stay_logprob=math.nan))
+    assert DecoderConfig.exhaustive(beam=3).min_stay_logprob == -math.inf
+
+
+def test_hypotheses_are_immutable_values() -> None:
+    lp, lm = _peaky_batch(0, t=40)
+    hyps = CtcBeamSearch(DecoderConfig(beam=4, lm_weight=0.5), lm=lm).decode(lp)
+    h = hyps[0]
+    twin = Hypothesis(
+        h.tokens, h.timestamps, h.score, h.am_score, h.lm_score, h.context_score, h.fusion_scores, h.lm_states
+    )
+    assert h == twin and hash(h) == hash(twin) and repr(h) == repr(twin)
+    assert h != hyps[1]
+    assert h.as_dict()["tokens"] == list(h.tokens) and len(h.timestamps) == len(h.tokens)
+    with pytest.raises(AttributeError):
+        h.score = 0.0  # type: ignore[misc]

@@ -182,3 +182,66 @@ def test_fuzzed_encoder_frames_decode_or_raise_clearly(enc: np.ndarray, beam: in
         return
     assert 1 <= len(hyps) <= beam
     assert all(len(h.tokens) <= enc.shape[0] for h in hyps)
+
+
+# -- candidate selection and input precision ------------------------------------------------------------
+def _reference_candidates(
+    search: TransducerBeamSearch, logp: np.ndarray, base: np.ndarray, best_stay: float
+) -> list[tuple[int, int]]:
+    """The documented rule, spelled out: per row the token_topk most likely allowed tokens (lower
+    id first on ties) at or above min_token_logprob, within beam_prune of the best score (stays
+    included), at most max_active in all (the best, ties in row-major order), row-major order."""
+    cfg = search.config
+    masked = np.asarray(logp, dtype=np.float64).copy()
+    masked[:, [search.blank_id, *search.suppress_ids]] = -np.inf
+    cands = []
+    for i in range(masked.shape[0]):
+        order = sorted(range(masked.shape[1]), key=lambda c: (-masked[i, c], c))
+        if cfg.token_topk:
+            order = order[: cfg.token_topk]
+        cands += [(i, c) for c in sorted(order)]
+    scored = {(i, c): base[i] + masked[i, c] for i, c in cands}
+    floor = max(best_stay, max(scored.values())) - cfg.beam_prune
+    ok = [
+        k for k in cands if masked[k] >= cfg.min_token_logprob and scored[k] >= floor and scored[k] > -np.inf
+    ]
+    cap = cfg.active_cap
+    if cap and len(ok) > cap:
+        ok = sorted(sorted(ok, key=lambda k: -scored[k])[:cap])
+    return ok
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_candidates_follow_the_documented_rule(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, v = int(rng.integers(1, 6)), int(rng.integers(4, 40))
+    logp = (rng.normal(size=(n, v)) * rng.uniform(0.5, 3)).astype(np.float32 if seed % 2 else np.float64)
+    base = rng.normal(size=n) * 3
+    topk, cap = int(rng.choice([0, 2, 5, 50])), int(rng.choice([0, 3, 8]))
+    cfg = DecoderConfig(
+        beam=4, token_topk=topk, max_active=cap, min_token_logprob=float(rng.choice([-3, -np.inf]))
+    )
+    model, _ = _model(seed, vocab=v)
+    search = TransducerBeamSearch(model.decoder, model.joiner, cfg, suppress_ids=[1] if seed % 3 else [])
+    best_stay = float(base.max() + rng.normal())
+    rows, tokens, tok_lp = search._candidates(logp, base, best_stay)
+    assert list(zip(rows, tokens, strict=True)) == _reference_candidates(search, logp, base, best_stay)
+    assert tok_lp == [float(logp[i, c]) for i, c in zip(rows, tokens, strict=True)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_float32_joiner_output_decodes_as_float64(seed: int) -> None:
+    model, rng = _model(seed, vocab=8, scale=2.0)
+    enc = rng.normal(size=(30, 4))
+    lm = random_bigram(rng, 8)
+
+    def joiner32(e: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return model.joiner(e, d).astype(np.float32)
+
+    def joiner64(e: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return joiner32(e, d).astype(np.float64)
+
+    cfg = DecoderConfig(beam=4, lm_weight=0.5, min_token_logprob=-3.0)
+    a = TransducerBeamSearch(model.decoder, joiner32, cfg, lm=lm).decode(enc)
+    b = TransducerBeamSearch(model.decoder, joiner64, cfg, lm=lm).decode(enc)
+    assert a == b
