@@ -211,7 +211,7 @@ def _reference_candidates(
     return ok
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(24))
 def test_candidates_follow_the_documented_rule(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n, v = int(rng.integers(1, 6)), int(rng.integers(4, 40))
@@ -219,7 +219,11 @@ def test_candidates_follow_the_documented_rule(seed: int) -> None:
     base = rng.normal(size=n) * 3
     topk, cap = int(rng.choice([0, 2, 5, 50])), int(rng.choice([0, 3, 8]))
     cfg = DecoderConfig(
-        beam=4, token_topk=topk, max_active=cap, min_token_logprob=float(rng.choice([-3, -np.inf]))
+        beam=4,
+        token_topk=topk,
+        max_active=cap,
+        min_token_logprob=float(rng.choice([-3, -np.inf])),
+        beam_prune=float(rng.choice([1.0, 3.0, np.inf])),
     )
     model, _ = _model(seed, vocab=v)
     search = TransducerBeamSearch(model.decoder, model.joiner, cfg, suppress_ids=[1] if seed % 3 else [])
