@@ -104,6 +104,7 @@ class CtcBeamSearch(CtcFrameStep, StreamingSearch):
         self._memo_get = fusion.memo.get
         self._score_single = fusion.score_single
         self._w0 = fusion.weights[0] if fusion.fusions else 0.0
+        self._cap = config.active_cap
         if vocab_size is not None:
             self._check_vocab(vocab_size)
 

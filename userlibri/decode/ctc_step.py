@@ -38,6 +38,7 @@ class CtcFrameStep:
     _memo_get: Any
     _score_single: Any
     _w0: float
+    _cap: int
 
     def _step(
         self,
@@ -124,7 +125,7 @@ class CtcFrameStep:
         if cands:
             floor = (best if best > top else top) - prune
             cands = [c for c in cands if c[0] >= floor]
-            cap = cfg.active_cap
+            cap = self._cap
             if cap and len(cands) > cap:
                 cands.sort(key=_first, reverse=True)
                 del cands[cap:]
@@ -214,7 +215,7 @@ class CtcFrameStep:
                 ents.append((s, y, i, c, v, d, st, fused, pr))
                 ys.append(y)
         floor = top - prune
-        cap = cfg.active_cap
+        cap = self._cap
         if low < floor or (cap and len(ents) > cap):
             ents = [e for e in ents if e[0] >= floor]
             if cap and len(ents) > cap:
@@ -222,12 +223,16 @@ class CtcFrameStep:
                 del ents[cap:]
             ys = [e[1] for e in ents]
         beam = cfg.beam
-        ys.sort(reverse=True)
-        ranked = ys
-        if ranked[0] == NEG_INF:
+        if len(ys) > beam:
+            ys.sort(reverse=True)
+            top = ys[0]
+        else:
+            top = max(ys)
+        if top == NEG_INF:
             return [], [], [], [], set()
-        floor = ranked[0] - prune
-        if len(ranked) > beam:
+        floor = top - prune
+        if len(ys) > beam:
+            ranked = ys
             kth = ranked[beam - 1]
             if kth > floor:
                 floor = kth
