@@ -133,6 +133,7 @@ class TransducerBeamSearch(StreamingSearch):
         self._masks: dict[int, np.ndarray] = {}
         self._masked_idx: dict[tuple[int, int], np.ndarray] = {}
         self._cap = config.active_cap
+        self._min_lp32 = ceil_float32(config.min_token_logprob)
         if vocab_size is not None:
             self._check_vocab(vocab_size)
 
@@ -268,7 +269,7 @@ class TransducerBeamSearch(StreamingSearch):
             lp_flat = logp.ravel()
             width = vocab
             if lp_flat.dtype == np.float32:
-                min_lp = ceil_float32(min_lp)  # the float64 comparison, exactly
+                min_lp = self._min_lp32  # the float64 comparison, exactly
         top = float(_max(scored)) if scored.size else NEG_INF
         floor = (best_stay if best_stay > top else top) - cfg.beam_prune
         ok = scored >= floor if floor > NEG_INF else scored > NEG_INF
