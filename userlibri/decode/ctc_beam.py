@@ -8,18 +8,24 @@ one or two of them). Hence beam 1 is exactly greedy decoding, and an unpruned be
 prefix probability ``log(p_b + p_nb)`` of every prefix (the sum over all its alignments).
 
 LMs score a token when it is appended to a prefix (not when an emission repeats); a prefix's
-fused LM score and LM states live in its :class:`~userlibri.decode.hyp.PrefixNode`, computed
-once per prefix and token. ``final_score`` of each LM is added by :meth:`CtcBeamSearch.finalize`.
+fused LM score and LM states live in its :class:`~userlibri.decode.prefix.PrefixNode`, computed
+once per prefix and token (and, for a single LM, once per LM state and token). ``final_score`` of
+each LM is added by :meth:`CtcBeamSearch.finalize`. The per-frame search is
+:mod:`userlibri.decode.ctc_step`.
 
 Streaming: the decoder holds no per-utterance state. ``init_state()``, then ``advance(state,
 log_probs)`` for each chunk of ``(T_chunk, V)`` log-probs, then ``finalize(state)``; since every
 frame is processed the same way whatever the chunking, chunked decoding equals whole decoding.
 
 Pruning per frame (see :class:`~userlibri.decode.hyp.DecoderConfig`): only the ``token_topk``
-most likely tokens above ``min_token_logprob`` extend prefixes; frames whose blank probability
-exceeds ``blank_skip`` only extend by blank or repeat (no LM work); candidate states more than
-``beam_prune`` below the best are dropped, before LM scoring (on the score without the new
-token's LM score) and after.
+most likely tokens at or above ``min_token_logprob`` extend prefixes, plus the frame's most likely
+label if it is a token; a prefix stays by blank or by repeating its last token only where that
+label's log-prob is at least ``min_stay_logprob`` (or it is the most likely label); in frames
+whose blank probability exceeds ``blank_skip`` each prefix's two states merge and extend by blank
+(no new tokens, no repeat, no LM work, no pruning); candidate states more than ``beam_prune``
+below the best are dropped, before LM scoring (on the score without the new token's LM score) and
+after; at most ``max_active`` new prefixes per frame are LM-scored. Beam 1 is greedy decoding
+under every setting.
 """
 
 from __future__ import annotations

@@ -34,14 +34,19 @@ DEFAULT_LENGTH_BONUS = 0.0
 DEFAULT_BEAM_PRUNE = 10.0
 #: Tokens considered per frame (the most likely ones); 0 considers all.
 DEFAULT_TOKEN_TOPK = 16
-#: Tokens less likely than this (natural log) in a frame are not considered (as pyctcdecode).
+#: Tokens less likely than this (natural log) in a frame are not considered (as pyctcdecode),
+#: except the frame's most likely label.
 DEFAULT_MIN_TOKEN_LOGPROB = -5.0
 #: CTC: a prefix stays (by blank, or by repeating its last token) only where that label's log-prob
-#: is at least this (or it is the frame's most likely label). -5 as for new tokens is what
-#: pyctcdecode does (its token_min_logp); lower keeps paths by which an LM overrides confident
-#: acoustics. Token frames after blank frames then create only new prefixes (the fast path).
+#: is at least this (or it is the frame's most likely label). -5, as for new tokens, is what
+#: pyctcdecode does (its token_min_logp applies to blank too), but it loses paths by which an LM
+#: overrides confident acoustics (benchmarks/ctc_beam_speed.py "noisy": WER 4.5% at -5, 1.7% at
+#: -12, 1.5% with no limit); at -12 the states it drops lie more than e^12 below their frame's
+#: best label. A token frame after blank frames then only creates new prefixes (a fast path).
 DEFAULT_MIN_STAY_LOGPROB = -12.0
-#: CTC: frames whose blank probability is above this only extend by blank or repeat (1.0: never).
+#: CTC: in frames whose blank probability is above this, each prefix's two states merge and
+#: extend by blank: the repeat path (less than 1 - blank_skip of the frame) is dropped, nothing
+#: else is scored (1.0: never). Beam 1 is unaffected (greedy takes blank there too).
 DEFAULT_BLANK_SKIP = 0.999
 #: Most new-token candidates per frame (the best by acoustic + prefix score) scored by the LMs,
 #: as a multiple of the beam (sherpa-onnx scores one beam's worth; 2 lost no accuracy in our tests).
