@@ -41,8 +41,8 @@ DEFAULT_MIN_TOKEN_LOGPROB = -5.0
 #: is at least this (or it is the frame's most likely label). -5, as for new tokens, is what
 #: pyctcdecode does (its token_min_logp applies to blank too), but it loses paths by which an LM
 #: overrides confident acoustics (benchmarks/ctc_beam_speed.py "noisy": WER 4.5% at -5, 1.7% at
-#: -12, 1.5% with no limit); at -12 the states it drops lie more than e^12 below their frame's
-#: best label. A token frame after blank frames then only creates new prefixes (a fast path).
+#: -12, 1.5% with no limit); at -12 it drops only labels of probability below e^-12 in their
+#: frame. A token frame after blank frames then only creates new prefixes (a fast path).
 DEFAULT_MIN_STAY_LOGPROB = -12.0
 #: CTC: in frames whose blank probability is above this, each prefix's two states merge and
 #: extend by blank: the repeat path (less than 1 - blank_skip of the frame) is dropped, nothing
