@@ -111,8 +111,8 @@ def _timed(runs, data, repeats: int) -> dict[str, tuple[float, list[str]]]:  # n
     profits from having seen the same utterances."""
     times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
     outs: dict[str, list[str]] = {}
-    for _ in range(repeats):
-        for name, fn, reset in runs:
+    for r in range(repeats):
+        for name, fn, reset in runs[r % len(runs) :] + runs[: r % len(runs)]:  # order rotates
             if reset is not None:
                 reset()
             t0 = time.process_time()

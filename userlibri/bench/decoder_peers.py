@@ -28,13 +28,13 @@ How the inputs are made equivalent (what each decoder receives):
   all tokens, ``beam_threshold`` = 10 like the prune margins of ours and pyctcdecode).
 
 Timing is CPU time per utterance, the median of ``repeats`` interleaved runs (each repeat runs
-every decoder once, so load on a shared machine affects all alike), with fresh decoders each
-repeat: caches filled while decoding start empty (our LM-state memo, pyctcdecode's LM caches);
-what each builds from the LM's vocabulary before decoding is built before timing
-(pyctcdecode's constructor builds a CharTrie of the unigrams; ours gets the partial-word
-look-ahead of every vocabulary prefix, :func:`prefix_table`, which its KenLM scorer would
-otherwise compute lazily, on first use, inside the timed decode). WER via jiwer on the
-normalised (upper-case) transcripts.
+every decoder once, in an order rotated each repeat, so load on a shared machine and cache
+effects between decoders affect all alike), with fresh decoders each repeat: caches filled
+while decoding start empty (our LM-state memo, pyctcdecode's LM caches); what each builds from
+the LM's vocabulary before decoding is built before timing (pyctcdecode's constructor builds a
+CharTrie of the unigrams; ours gets the partial-word look-ahead of every vocabulary prefix,
+:func:`prefix_table`, which its KenLM scorer would otherwise compute lazily, on first use,
+inside the timed decode). WER via jiwer on the normalised (upper-case) transcripts.
 """
 
 from __future__ import annotations
@@ -330,8 +330,10 @@ def run_peer_bench(
         cpu: dict[str, list[float]] = {name: [] for name, _, _ in runs}
         wall: dict[str, list[float]] = {name: [] for name, _, _ in runs}
         outs: dict[str, list[str]] = {}
-        for _ in range(cfg.repeats):
-            for name, fn, reset in runs:
+        for r in range(cfg.repeats):
+            # The order rotates each repeat: no decoder always runs right after the same one
+            # (their KenLM models share the file's pages and the CPU caches).
+            for name, fn, reset in runs[r % len(runs) :] + runs[: r % len(runs)]:
                 if reset is not None:
                     reset()
                 c0, w0 = time.process_time(), time.perf_counter()
