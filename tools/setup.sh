@@ -51,7 +51,7 @@ if [ ! -f "$STAMPS/deps-$deps_key" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   # torch first and exactly pinned, so that nothing resolves a CUDA build.
   "$VENV/bin/pip" install -q torch==2.13.0
-  "$VENV/bin/pip" install -q -e ".[train,synth,bench,dev]"
+  "$VENV/bin/pip" install -q -e ".[train,synth,bench,fed,dev]"
   # Peer decoders for `userlibri bench decoder` (benchmarks only, never imported by the package).
   # pyctcdecode pins numpy<2 in its metadata but works with numpy 2: --no-deps keeps our numpy.
   "$VENV/bin/pip" install -q --no-deps pyctcdecode==0.5.0 pygtrie==2.6.2 flashlight-text==0.0.7

@@ -135,9 +135,9 @@ def ngram_cmd(
 
 
 def _attach_neural() -> None:
-    from userlibri.cli import lm_eval, lm_neural
+    from userlibri.cli import lm_eval, lm_federated, lm_neural
 
-    for c in lm_neural.COMMANDS + lm_eval.COMMANDS:
+    for c in lm_neural.COMMANDS + lm_eval.COMMANDS + lm_federated.COMMANDS:
         command.add_command(c)
 
 

@@ -429,6 +429,7 @@ def run_server(grid: Grid, job: FederatedJob, progress: ProgressFn | None = None
     """The ServerApp body: DP-FedAvg rounds until ``job.config.rounds``, resuming from the
     checkpoint when ``job.resume``; a checkpoint and a progress line after every round."""
     cfg = job.config
+    torch.set_num_threads(cfg.threads)  # more threads than free cores makes torch crawl
     tok = Tokenizer.load(job.tokenizer)
     dev = [s for p in job.dev for s in read_client(p)]
     if job.resume:
