@@ -4,7 +4,9 @@ checkpoint averaging, batching and the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -195,6 +197,34 @@ def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
     assert more.finished and more.epoch == 4 and more.step > done.step
     last = torch.load(sorted((tmp_path / "part" / "checkpoints").glob("*.pt"))[-1], weights_only=False)
     assert last["total_steps"] == done.step + 10
+
+
+def test_sigterm_stops_cleanly(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM mid-run: the step finishes, a checkpoint and model-avg.pt are written, the handler
+    is restored, and a resume goes on from there."""
+    import userlibri.asr.train as train_mod
+
+    cfg = _exp_config()
+    calls = []
+    real = train_mod.augment_strength
+
+    def strength_then_signal(step: int, tc: TrainConfig) -> float:
+        calls.append(step)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(step, tc)
+
+    monkeypatch.setattr(train_mod, "augment_strength", strength_then_signal)
+    before = signal.getsignal(signal.SIGTERM)
+    res = train(cfg, corpus, tmp_path / "run", max_steps=50, features_dir=tmp_path / "f", progress=False)
+    assert res.stop_reason == "signal SIGTERM" and res.step == 2 and not res.finished
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert (tmp_path / "run" / AVG_FILE).is_file()
+    assert sorted((tmp_path / "run" / "checkpoints").glob("*.pt"))[-1].name == "ckpt-00000002.pt"
+    more = train(
+        cfg, corpus, tmp_path / "run", resume=True, max_steps=3, features_dir=tmp_path / "f", progress=False
+    )
+    assert more.step == 3 and more.stop_reason == "max_steps"
 
 
 def test_average_checkpoints(tmp_path: Path) -> None:

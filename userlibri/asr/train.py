@@ -24,6 +24,8 @@ import logging
 import math
 import random
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -273,6 +275,30 @@ def _append_log(out: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+class _StopSignals:
+    """While installed, SIGTERM / SIGINT ask the training loop to stop after the current step (it
+    then writes a checkpoint and ``model-avg.pt``, as for ``max_minutes``) instead of killing it
+    mid-step. Outside the main thread (where handlers cannot be set) it does nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received = ""
+        self._previous: list[tuple[signal.Signals, Any]] = []
+        if threading.current_thread() is threading.main_thread():
+            self._previous = [(s, signal.signal(s, self._handle)) for s in self.SIGNALS]
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.received:
+            self.received = signal.Signals(signum).name
+            log.warning("%s: stopping after this step (checkpoint + model-avg.pt)", self.received)
+
+    def restore(self) -> None:
+        for s, h in self._previous:
+            signal.signal(s, h)
+        self._previous = []
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu."""
     if device == "auto":
@@ -426,104 +452,112 @@ def train(
     model.train()
     last_ckpt = time.monotonic()
     stop_reason = ""
-    window: dict[str, float] = {"ctc": 0.0, "transducer": 0.0, "total": 0.0, "n": 0, "frames": 0}
-    window_start = time.monotonic()
-    while epoch < tc.epochs and not stop_reason:
-        batches = make_batches(items, tc.max_batch_frames, tc.num_buckets, tc.seed, epoch, tc.sortagrad)
-        bar = tqdm(
-            total=len(batches),
-            initial=batch_in_epoch,
-            desc=f"epoch {epoch}",
-            unit="batch",
-            disable=not progress,
-            leave=False,
-        )
-        while batch_in_epoch < len(batches):
-            if tc.max_steps and step >= tc.max_steps:
-                stop_reason = "max_steps"
-            elif tc.max_minutes and time.monotonic() - t_start >= tc.max_minutes * 60:
-                stop_reason = "max_minutes"
+    signals = _StopSignals()
+    try:
+        window: dict[str, float] = {"ctc": 0.0, "transducer": 0.0, "total": 0.0, "n": 0, "frames": 0}
+        window_start = time.monotonic()
+        while epoch < tc.epochs and not stop_reason:
+            batches = make_batches(items, tc.max_batch_frames, tc.num_buckets, tc.seed, epoch, tc.sortagrad)
+            bar = tqdm(
+                total=len(batches),
+                initial=batch_in_epoch,
+                desc=f"epoch {epoch}",
+                unit="batch",
+                disable=not progress,
+                leave=False,
+            )
+            while batch_in_epoch < len(batches):
+                if tc.max_steps and step >= tc.max_steps:
+                    stop_reason = "max_steps"
+                elif tc.max_minutes and time.monotonic() - t_start >= tc.max_minutes * 60:
+                    stop_reason = "max_minutes"
+                elif signals.received:
+                    stop_reason = f"signal {signals.received}"
+                if stop_reason:
+                    break
+                batch = [items[i] for i in batches[batch_in_epoch]]
+                feats, lens = collate([train_sets[it.set_index][it.utt_index] for it in batch], stats)
+                strength = augment_strength(step, tc)
+                feats = spec_augment(
+                    feats,
+                    lens,
+                    strength,
+                    aug_gen,
+                    tc.freq_masks,
+                    tc.freq_mask_width,
+                    tc.time_masks,
+                    tc.time_mask_ratio,
+                )
+                _set_dropout(model, am.dropout * strength)
+                chunk, left = sample_chunk(am, chunk_rng)
+                lr = learning_rate(step, tc, total_steps)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                with amp:
+                    losses = model.losses(
+                        feats.to(dev),
+                        lens.to(dev),
+                        [it.tokens for it in batch],
+                        chunk_size=chunk,
+                        left_chunks=left,
+                    )
+                opt.zero_grad(set_to_none=True)
+                losses["total"].backward()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+                if math.isfinite(grad_norm):
+                    opt.step()
+                else:
+                    log.warning("step %d: non-finite gradient norm, update skipped", step)
+                step += 1
+                batch_in_epoch += 1
+                bar.update()
+                for k in ("ctc", "transducer", "total"):
+                    window[k] += float(losses[k].detach())
+                window["n"] += 1
+                window["frames"] += int(lens.sum())
+                if step % tc.log_every == 0:
+                    secs = time.monotonic() - window_start
+                    rec = {
+                        "event": "train",
+                        "step": step,
+                        "epoch": epoch,
+                        "lr": lr,
+                        "augment": round(strength, 3),
+                        "steps_per_s": round(window["n"] / secs, 3),
+                        "audio_s_per_s": round(
+                            window["frames"] * config.features.frame_shift_ms / 1000 / secs, 2
+                        ),
+                        **{k: round(window[k] / window["n"], 4) for k in ("ctc", "transducer", "total")},
+                    }
+                    _append_log(out, rec)
+                    bar.set_postfix(loss=f"{rec['total']:.3f}", lr=f"{lr:.2e}")
+                    window = {"ctc": 0.0, "transducer": 0.0, "total": 0.0, "n": 0, "frames": 0}
+                    window_start = time.monotonic()
+                if time.monotonic() - last_ckpt >= tc.checkpoint_minutes * 60:
+                    checkpoint()
+                    last_ckpt = time.monotonic()
+            bar.close()
             if stop_reason:
                 break
-            batch = [items[i] for i in batches[batch_in_epoch]]
-            feats, lens = collate([train_sets[it.set_index][it.utt_index] for it in batch], stats)
-            strength = augment_strength(step, tc)
-            feats = spec_augment(
-                feats,
-                lens,
-                strength,
-                aug_gen,
-                tc.freq_masks,
-                tc.freq_mask_width,
-                tc.time_masks,
-                tc.time_mask_ratio,
-            )
-            _set_dropout(model, am.dropout * strength)
-            chunk, left = sample_chunk(am, chunk_rng)
-            lr = learning_rate(step, tc, total_steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with amp:
-                losses = model.losses(
-                    feats.to(dev),
-                    lens.to(dev),
-                    [it.tokens for it in batch],
-                    chunk_size=chunk,
-                    left_chunks=left,
+            epoch += 1
+            batch_in_epoch = 0
+            record: dict[str, Any] = {
+                "event": "dev",
+                "epoch": epoch,
+                "step": step,
+                "elapsed_s": round(time.monotonic() - t_start, 1),
+            }
+            if dev_items:
+                modes = {"full": (-1, -1), "stream": (am.decode_chunk, am.decode_left_chunks)}
+                record.update(
+                    evaluate(model, dev_sets, dev_items, stats, tok, dev, tc.max_batch_frames, modes)
                 )
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
-            if math.isfinite(grad_norm):
-                opt.step()
-            else:
-                log.warning("step %d: non-finite gradient norm, update skipped", step)
-            step += 1
-            batch_in_epoch += 1
-            bar.update()
-            for k in ("ctc", "transducer", "total"):
-                window[k] += float(losses[k].detach())
-            window["n"] += 1
-            window["frames"] += int(lens.sum())
-            if step % tc.log_every == 0:
-                secs = time.monotonic() - window_start
-                rec = {
-                    "event": "train",
-                    "step": step,
-                    "epoch": epoch,
-                    "lr": lr,
-                    "augment": round(strength, 3),
-                    "steps_per_s": round(window["n"] / secs, 3),
-                    "audio_s_per_s": round(
-                        window["frames"] * config.features.frame_shift_ms / 1000 / secs, 2
-                    ),
-                    **{k: round(window[k] / window["n"], 4) for k in ("ctc", "transducer", "total")},
-                }
-                _append_log(out, rec)
-                bar.set_postfix(loss=f"{rec['total']:.3f}", lr=f"{lr:.2e}")
-                window = {"ctc": 0.0, "transducer": 0.0, "total": 0.0, "n": 0, "frames": 0}
-                window_start = time.monotonic()
-            if time.monotonic() - last_ckpt >= tc.checkpoint_minutes * 60:
-                checkpoint()
-                last_ckpt = time.monotonic()
-        bar.close()
-        if stop_reason:
-            break
-        epoch += 1
-        batch_in_epoch = 0
-        record: dict[str, Any] = {
-            "event": "dev",
-            "epoch": epoch,
-            "step": step,
-            "elapsed_s": round(time.monotonic() - t_start, 1),
-        }
-        if dev_items:
-            modes = {"full": (-1, -1), "stream": (am.decode_chunk, am.decode_left_chunks)}
-            record.update(evaluate(model, dev_sets, dev_items, stats, tok, dev, tc.max_batch_frames, modes))
-        _append_log(out, record)
-        log.info("epoch %d done: %s", epoch, record)
-        checkpoint()
-        last_ckpt = time.monotonic()
+            _append_log(out, record)
+            log.info("epoch %d done: %s", epoch, record)
+            checkpoint()
+            last_ckpt = time.monotonic()
+    finally:
+        signals.restore()
     finished = not stop_reason
     if not stop_reason:
         stop_reason = "epochs"
