@@ -3,20 +3,24 @@
 # a background LSTM LM on general text (books no test user reads + State of the Union), then per
 # user book a non-private fine-tune and DP-SGD fine-tunes at several epsilons, then the held-out
 # perplexity table next to the n-gram LMs. About 25 minutes on 2 cores.
+# The LMs use the shipped acoustic model's tokenizer when one is shipped (so that `bench wer` can
+# fuse them into its beam search), else --tokenizer, else a 500-piece one trained on the text.
 #
-#   recipes/mini/neural.sh [--work DIR] [--bg-sentences N] [--epsilons "1 4 8"]
+#   recipes/mini/neural.sh [--work DIR] [--bg-sentences N] [--epsilons "1 4 8"] [--tokenizer FILE]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 work=work/demo
 bg_sentences=40000
 epsilons="1 4 8"
+tokenizer=
 while (($#)); do
   case "$1" in
     --work) work=$2; shift 2 ;;
     --bg-sentences) bg_sentences=$2; shift 2 ;;
     --epsilons) epsilons=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --tokenizer) tokenizer=$2; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -41,8 +45,19 @@ random.Random(0).shuffle(sents)
 print(f"{min(n, len(sents))} training sentences from {len(per_book)} books")
 PY
 
-echo "== tokenizer and background LSTM LM"
-$userlibri lm tokenizer --input "$nlm/bg_train.txt" --out "$nlm/tok" --vocab-size 500
+if [[ -z $tokenizer ]]; then
+  tokenizer=$("$py" -c 'from userlibri.models import model_dir, shipped_models
+if shipped_models(): print(model_dir() / "tokenizer.model")')
+fi
+if [[ -n $tokenizer ]]; then
+  echo "== tokenizer: $tokenizer"
+  mkdir -p "$nlm/tok"
+  cp "$tokenizer" "$nlm/tok/tokenizer.model"
+else
+  echo "== tokenizer: 500 pieces trained on the background text"
+  $userlibri lm tokenizer --input "$nlm/bg_train.txt" --out "$nlm/tok" --vocab-size 500
+fi
+echo "== background LSTM LM"
 $userlibri lm neural-train --input "$nlm/bg_train.txt" --tokenizer "$nlm/tok" --out "$nlm/background" \
   --epochs 2 --threads 2 --dev "$nlm/bg_dev.txt"
 
