@@ -227,6 +227,13 @@ def test_sigterm_stops_cleanly(corpus: Path, tmp_path: Path, monkeypatch: pytest
     assert more.step == 3 and more.stop_reason == "max_steps"
 
 
+def test_one_trainer_per_directory(corpus: Path, tmp_path: Path) -> None:
+    from userlibri.fsio import exclusive_dir
+
+    with exclusive_dir(tmp_path / "run", "test"), pytest.raises(UserLibriError, match="pid"):
+        train(_exp_config(), corpus, tmp_path / "run", max_steps=1, progress=False)
+
+
 def test_average_checkpoints(tmp_path: Path) -> None:
     paths = []
     for i, scale in enumerate((1.0, 2.0, 6.0)):

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,22 @@ def test_write_json_atomic_sorted(tmp_path: Path) -> None:
     p = tmp_path / "x.json"
     write_json_atomic(p, {"b": 1, "a": [1, 2]})
     assert p.read_text().index('"a"') < p.read_text().index('"b"')
+
+
+def test_exclusive_dir_blocks_a_second_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from userlibri.fsio import LOCK_FILE, exclusive_dir
+
+    probe = (
+        "import sys; from userlibri.fsio import exclusive_dir\n"
+        "try:\n    with exclusive_dir(sys.argv[1], 'job'): pass\n"
+        "except Exception as e:\n    print(e); sys.exit(3)\n"
+    )
+    with exclusive_dir(tmp_path / "run", "job") as d:
+        assert (d / LOCK_FILE).read_text().strip() == str(os.getpid())
+        other = subprocess.run([sys.executable, "-c", probe, str(d)], capture_output=True, text=True)
+        assert other.returncode == 3 and f"pid {os.getpid()}" in other.stdout and "run" in other.stdout
+    # Released at the end of the block (and by the kernel if the holder dies).
+    assert subprocess.run([sys.executable, "-c", probe, str(tmp_path / "run")]).returncode == 0

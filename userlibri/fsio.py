@@ -1,4 +1,5 @@
-"""Atomic file and directory writes: outputs appear whole or not at all."""
+"""Atomic file and directory writes (outputs appear whole or not at all), and a per-directory
+lock for long runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from userlibri.errors import UserLibriError
 
 
 @contextlib.contextmanager
@@ -48,3 +51,37 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+#: Lock file that ``exclusive_dir`` keeps in the directory (it holds the owner's PID).
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def exclusive_dir(path: str | Path, what: str) -> Iterator[Path]:
+    """Hold an exclusive advisory lock (``flock``) on directory ``path`` (created if missing) while
+    the block runs: a second process doing ``what`` in the same directory fails at once, naming the
+    holder's PID, instead of interleaving its files with ours. The kernel drops the lock when the
+    process dies, so a killed run never leaves a stale lock."""
+    import fcntl  # POSIX only; imported here so that the module stays importable elsewhere
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    f = open(path / LOCK_FILE, "a+", encoding="utf-8")  # held open for the whole block
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise UserLibriError(
+                f"{path}: expected no other {what} in this directory, found one running (pid {holder}); "
+                "stop it or choose another directory"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield path
+    finally:
+        f.close()  # closing the descriptor releases the lock

@@ -19,6 +19,7 @@ uninterrupted one on the same device.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -66,7 +67,7 @@ from userlibri.asr.model import (
 )
 from userlibri.errors import UserLibriError
 from userlibri.features import FeatureStats
-from userlibri.fsio import atomic_path, write_json_atomic, write_text_atomic
+from userlibri.fsio import atomic_path, exclusive_dir, write_json_atomic, write_text_atomic
 from userlibri.text.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -308,6 +309,21 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _locked_out(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """Run ``fn(config, data, out, ...)`` holding ``out``'s lock: two trainers on one directory
+    would interleave their checkpoints and logs."""
+
+    @functools.wraps(fn)
+    def run(
+        config: ExperimentConfig, data: str | Path, out: str | Path, *args: Any, **kw: Any
+    ) -> TrainResult:
+        with exclusive_dir(out, "`userlibri asr train`"):
+            return fn(config, data, out, *args, **kw)
+
+    return run
+
+
+@_locked_out
 def train(
     config: ExperimentConfig,
     data: str | Path,
