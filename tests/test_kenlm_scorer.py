@@ -11,7 +11,12 @@ import pytest
 
 from userlibri.errors import ConfigError, DataFormatError, UserLibriError
 from userlibri.lm.base import LM_KINDS, LanguageModel, Registry, load_lm
-from userlibri.lm.kenlm_scorer import DEFAULT_OOV_PENALTY, KenLMTokenScorer, KenLMWordScorer
+from userlibri.lm.kenlm_scorer import (
+    DEFAULT_OOV_PENALTY,
+    KenLMTokenScorer,
+    KenLMWordScorer,
+    prefix_lookahead,
+)
 from userlibri.lm.ngram import NgramConfig, train_ngram
 from userlibri.text.tokenizer import TokenizerConfig, train_tokenizer
 
@@ -165,6 +170,50 @@ def test_partial_word_lookahead_present_mid_word_and_cancelled_at_word_end() -> 
     assert lm.prefix_score("X") == pytest.approx(-1.5 * LN10 + DEFAULT_OOV_PENALTY, abs=1e-6)
     assert KenLMWordScorer(TINY, PIECES, unknown_prefix_score=-20.0).prefix_score("X") == -20.0
     assert lm.prefix_score("C") == pytest.approx(-1.2 * LN10, abs=1e-6)
+
+
+def test_prefix_lookahead_maps_each_prefix_to_its_best_word() -> None:
+    words = ["THE", "THEY", "THERE", "CAT", "CATS", "A"]
+    scores = [-0.8, -1.3, -1.6, -1.2, -0.5, -2.0]
+    table = prefix_lookahead(words, scores)
+    # Every non-empty prefix of every word, and nothing else (no "", no non-prefixes).
+    assert set(table) == {w[:k] for w in words for k in range(1, len(w) + 1)}
+    for prefix, value in table.items():
+        assert value == max(s for w, s in zip(words, scores) if w.startswith(prefix)), prefix
+    assert table["T"] == table["TH"] == table["THE"] == -0.8
+    assert table["THER"] == -1.6
+    assert table["C"] == table["CAT"] == -0.5  # CATS beats CAT
+    assert "" not in table and "X" not in table and "THEX" not in table and "THEYS" not in table
+    assert prefix_lookahead([], []) == {}
+    with pytest.raises(ValueError):
+        prefix_lookahead(["A"], [])
+    # The scorer's table agrees with a brute-force search over its vocabulary.
+    lm = KenLMWordScorer(TINY, PIECES)
+    vocab = lm.vocabulary
+    for prefix in ["T", "TH", "THE", "THEY", "THER", "C", "CA", "S", "X", "THEX", "CATS", "Z"]:
+        best = [lm.word_score(_null(lm), w)[0] for w in vocab if w.startswith(prefix)]
+        expected = max(best) if best else lm.unknown_prefix_score
+        assert lm.prefix_score(prefix) == pytest.approx(expected, abs=1e-9), prefix
+
+
+def _null(lm: KenLMWordScorer):  # noqa: ANN202 - kenlm.State
+    state = kenlm.State()
+    lm.model.NullContextWrite(state)
+    return state
+
+
+def test_word_scorer_bad_token_ids_name_the_file() -> None:
+    lm = KenLMWordScorer(TINY, PIECES)
+    state = lm.start_state()
+    for bad, what in [(0, "<blk>"), (1, "<sos/eos>"), (-1, "out of range"), (len(PIECES), "out of range")]:
+        with pytest.raises(UserLibriError, match=str(TINY)) as err:
+            lm.score(state, bad)
+        assert what in str(err.value), bad
+    # Mid-word too (the state is not touched by a refused id).
+    _, state = lm.score(state, ID[B + "TH"])
+    with pytest.raises(UserLibriError, match="out of range"):
+        lm.score(state, 10**9)
+    assert lm.score(state, ID["E"])[0] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_word_states_merge_across_segmentations() -> None:

@@ -32,9 +32,8 @@ every decoder once, in an order rotated each repeat, so load on a shared machine
 effects between decoders affect all alike), with fresh decoders each repeat: caches filled
 while decoding start empty (our LM-state memo, pyctcdecode's LM caches); what each builds from
 the LM's vocabulary before decoding is built before timing (pyctcdecode's constructor builds a
-CharTrie of the unigrams; ours gets the partial-word look-ahead of every vocabulary prefix,
-:func:`prefix_table`, which its KenLM scorer would otherwise compute lazily, on first use,
-inside the timed decode). WER via jiwer on the normalised (upper-case) transcripts.
+CharTrie of the unigrams; our KenLM scorer tabulates the partial-word look-ahead of every
+vocabulary prefix when it is loaded). WER via jiwer on the normalised (upper-case) transcripts.
 """
 
 from __future__ import annotations
@@ -188,28 +187,15 @@ def _ours(lm_path: Path, tokenizer: Tokenizer, cfg: PeerBenchConfig) -> tuple[Ca
     from userlibri.lm.kenlm_scorer import KenLMWordScorer
 
     lm = KenLMWordScorer(lm_path, tokenizer)
-    table = prefix_table(lm)
     config = DecoderConfig(beam=cfg.beam, lm_weight=cfg.lm_weight)
     box: list[CtcBeamSearch] = []
     sos = [tokenizer.piece_to_id(SOS_EOS_PIECE)] if SOS_EOS_PIECE in tokenizer.pieces else []
 
     def reset() -> None:
         box[:] = [CtcBeamSearch(config, lm=lm, suppress_ids=sos, blank_id=tokenizer.blank_id)]
-        lm._prefix_cache.clear()
-        lm._prefix_cache.update(table)
 
     reset()
     return (lambda lp: tokenizer.decode(box[0].decode(lp)[0].tokens)), reset
-
-
-def prefix_table(lm: Any) -> dict[str, float]:
-    """The partial-word look-ahead of every prefix of every vocabulary word of a
-    ``KenLMWordScorer``, computed now (what pyctcdecode's constructor builds as a CharTrie of the
-    unigrams); the scorer keeps it in its prefix cache."""
-    for word in lm.vocabulary:
-        for k in range(1, len(word) + 1):
-            lm.prefix_score(word[:k])
-    return dict(lm._prefix_cache)
 
 
 def _pyctcdecode(lm_path: Path, pieces: Sequence[str], cfg: PeerBenchConfig) -> tuple[Callable, Callable]:

@@ -10,7 +10,9 @@
   vocabulary words that start with it, so that beams in the middle of a good word are not
   pruned in favour of beams that have just finished one. A prefix that no vocabulary word
   starts with can only become an OOV word, so it gets the OOV word's score right away
-  (``<unk>`` unigram + ``oov_penalty``) and such beams fall early. The look-ahead is carried in
+  (``<unk>`` unigram + ``oov_penalty``) and such beams fall early. The look-ahead of every
+  prefix of every vocabulary word is tabulated once, at load time (:func:`prefix_lookahead`):
+  the decoder's hottest call is then one dict look-up. The look-ahead is carried in
   the state and subtracted when the word completes: the scores of a finished sentence sum to
   exactly KenLM's full-sentence score plus ``oov_penalty`` per out-of-vocabulary word.
 * :class:`KenLMTokenScorer`: a token-level KenLM whose "words" are sentencepiece pieces.
@@ -21,7 +23,6 @@ All scores are natural logs (KenLM's log10 times ln 10). States are plain tuples
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import math
@@ -41,7 +42,6 @@ LN10 = math.log(10.0)
 _KENLM_BINARY_MAGIC = b"mmap lm "
 #: Pieces that are not text: the decoder must never feed them to an LM.
 _NON_TEXT_PIECES = frozenset({BLANK_PIECE, SOS_EOS_PIECE, "<s>", "</s>", "<pad>"})
-_PREFIX_CACHE_SIZE = 1 << 17
 #: Natural-log penalty added to KenLM's ``<unk>`` score for a completed out-of-vocabulary word
 #: (pyctcdecode's default ``unk_score_offset = -10`` in log10, i.e. -23.03 nats).
 DEFAULT_OOV_PENALTY = -10.0 * LN10
@@ -49,6 +49,22 @@ DEFAULT_OOV_PENALTY = -10.0 * LN10
 #: A word-scorer state: (KenLM state after the completed words, pending partial word, the
 #: look-ahead score already given to that partial word).
 WordState = tuple  # (kenlm.State, str, float)
+
+
+def prefix_lookahead(words: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    """Each non-empty prefix of each word -> the best score among the words that start with it.
+
+    ``words[i]`` has score ``scores[i]``. One pass over the words' prefixes (~8 per word: a
+    100k-word vocabulary takes well under a second and a few tens of MB)."""
+    table: dict[str, float] = {}
+    get = table.get
+    for word, score in zip(words, scores, strict=True):
+        for k in range(1, len(word) + 1):
+            prefix = word[:k]
+            best = get(prefix)
+            if best is None or score > best:
+                table[prefix] = score
+    return table
 
 
 def _kenlm():  # noqa: ANN202 - module type
@@ -149,15 +165,6 @@ class KenLMWordScorer:
                 f"in {self.path.with_suffix('.json')}"
             )
         self.pieces = _pieces_of(tokenizer)
-        # Per id: (starts a word, text) or None for non-text pieces.
-        self._tokens: list[tuple[bool, str] | None] = []
-        for piece in self.pieces:
-            if piece in _NON_TEXT_PIECES:
-                self._tokens.append(None)
-            elif piece.startswith(WORD_BOUNDARY):
-                self._tokens.append((True, piece[len(WORD_BOUNDARY) :]))
-            else:
-                self._tokens.append((False, piece))
         if vocabulary is None:
             vocabulary = list(read_arpa_unigrams(_vocabulary_source(self.path)))
         words = sorted({w for w in vocabulary if w not in SPECIAL_WORDS and w in self.model})
@@ -174,7 +181,18 @@ class KenLMWordScorer:
         self.unknown_prefix_score = (
             self.unk_score + self.oov_penalty if unknown_prefix_score is None else float(unknown_prefix_score)
         )
-        self._prefix_cache: dict[str, float] = {}
+        #: Look-ahead of every prefix of a vocabulary word (others: ``unknown_prefix_score``).
+        self._lookahead = prefix_lookahead(words, self._word_scores.tolist())
+        # Per id: (starts a word, text, look-ahead of ``text`` alone: the partial word after a
+        # word-start piece), or None for non-text pieces.
+        self._tokens: tuple[tuple[bool, str, float] | None, ...] = tuple(
+            None
+            if piece in _NON_TEXT_PIECES
+            else (True, piece[len(WORD_BOUNDARY) :], self._initial_lookahead(piece[len(WORD_BOUNDARY) :]))
+            if piece.startswith(WORD_BOUNDARY)
+            else (False, piece, 0.0)
+            for piece in self.pieces
+        )
 
     def __repr__(self) -> str:
         return f"KenLMWordScorer({str(self.path)!r}, order={self.model.order}, words={len(self._words)})"
@@ -200,16 +218,10 @@ class KenLMWordScorer:
     def prefix_score(self, prefix: str) -> float:
         """Natural-log look-ahead for a partial word: the best unigram score of a word with this
         prefix, or ``unknown_prefix_score`` when no vocabulary word starts with it."""
-        cached = self._prefix_cache.get(prefix)
-        if cached is not None:
-            return cached
-        lo = bisect.bisect_left(self._words, prefix)
-        hi = bisect.bisect_left(self._words, prefix + "\U0010ffff", lo)
-        value = float(self._word_scores[lo:hi].max()) if hi > lo else self.unknown_prefix_score
-        if len(self._prefix_cache) >= _PREFIX_CACHE_SIZE:
-            self._prefix_cache.clear()
-        self._prefix_cache[prefix] = value
-        return value
+        return self._lookahead.get(prefix, self.unknown_prefix_score)
+
+    def _initial_lookahead(self, text: str) -> float:
+        return self._lookahead.get(text, self.unknown_prefix_score) if text else 0.0
 
     def start_state(self) -> WordState:
         """After ``<s>``, no pending word."""
@@ -217,36 +229,37 @@ class KenLMWordScorer:
         self.model.BeginSentenceWrite(state)
         return (state, "", 0.0)
 
-    def _token(self, token: int) -> tuple[bool, str]:
-        entry = self._tokens[token] if 0 <= token < len(self._tokens) else None
-        if entry is None:
-            what = repr(self.pieces[token]) if 0 <= token < len(self.pieces) else "out of range"
-            raise UserLibriError(
-                f"{self.path}: expected a text token id in [0, {len(self.pieces)}), found {token} ({what})"
-            )
-        return entry
+    def _bad_token(self, token: int) -> UserLibriError:
+        what = repr(self.pieces[token]) if 0 <= token < len(self.pieces) else "out of range"
+        return UserLibriError(
+            f"{self.path}: expected a text token id in [0, {len(self.pieces)}), found {token} ({what})"
+        )
 
     def score(self, state: WordState, token: int) -> tuple[float, WordState]:
         """Log-prob of appending ``token``: a completed word's score (minus its look-ahead) when
-        ``token`` starts a new word, plus the look-ahead change of the pending partial word."""
+        ``token`` starts a new word, plus the look-ahead change of the pending partial word.
+
+        The decoder's hottest call: one tuple look-up per token, one dict look-up per partial
+        word, one KenLM call per completed word, nothing else allocated but the new state."""
         kstate, partial, lookahead = state
-        starts_word, text = self._token(token)
-        delta = 0.0
+        try:
+            entry = self._tokens[token] if token >= 0 else None
+        except (IndexError, TypeError):
+            entry = None
+        if entry is None:
+            raise self._bad_token(token)
+        starts_word, text, new_lookahead = entry
         if starts_word:
-            if partial:  # word_score, inlined: this is the decoder's hottest call
+            if partial:  # word_score, inlined
                 out = self._State()
                 delta = self.model.BaseScore(kstate, partial, out) * LN10 - lookahead
                 if partial not in self._word_set:
                     delta += self.oov_penalty
-                kstate = out
-            else:
-                delta = -lookahead
-            partial = text
-        else:
-            delta = -lookahead
-            partial = partial + text
-        new_lookahead = self.prefix_score(partial) if partial else 0.0
-        return delta + new_lookahead, (kstate, partial, new_lookahead)
+                return delta + new_lookahead, (out, text, new_lookahead)
+            return new_lookahead - lookahead, (kstate, text, new_lookahead)
+        partial += text
+        new_lookahead = self._lookahead.get(partial, self.unknown_prefix_score) if partial else 0.0
+        return new_lookahead - lookahead, (kstate, partial, new_lookahead)
 
     def final_score(self, state: WordState) -> float:
         """Complete the pending word (replacing its look-ahead) and add ``</s>``."""
