@@ -179,7 +179,7 @@ def test_prefix_lookahead_maps_each_prefix_to_its_best_word() -> None:
     # Every non-empty prefix of every word, and nothing else (no "", no non-prefixes).
     assert set(table) == {w[:k] for w in words for k in range(1, len(w) + 1)}
     for prefix, value in table.items():
-        assert value == max(s for w, s in zip(words, scores) if w.startswith(prefix)), prefix
+        assert value == max(s for w, s in zip(words, scores, strict=True) if w.startswith(prefix)), prefix
     assert table["T"] == table["TH"] == table["THE"] == -0.8
     assert table["THER"] == -1.6
     assert table["C"] == table["CAT"] == -0.5  # CATS beats CAT
