@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 PEERS = ("ours", "pyctcdecode", "flashlight")
 SUPPRESS_LOGP = -1.0e4
+#: Interleaved repeats: enough for a stable median on a shared, loaded machine.
+DEFAULT_REPEATS = 7
 LN10 = math.log(10.0)
 
 
@@ -70,7 +72,7 @@ class PeerBenchConfig:
     beam: int = 10
     lm_weight: float = 0.5
     word_bonus: float = 0.0
-    repeats: int = 2
+    repeats: int = DEFAULT_REPEATS
     peers: tuple[str, ...] = PEERS
 
     def validate(self) -> PeerBenchConfig:

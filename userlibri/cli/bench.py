@@ -44,7 +44,13 @@ def command() -> None:
     show_default=True,
     help="pyctcdecode beta / flashlight word_score (ours has none: keep 0 to compare).",
 )
-@click.option("--repeats", type=int, default=2, show_default=True)
+@click.option(
+    "--repeats",
+    type=int,
+    default=7,
+    show_default=True,
+    help="Interleaved runs of every decoder; the median is reported.",
+)
 @click.option("--limit", type=int, default=0, help="Only the first N utterances (0: all).")
 @click.option("--peers", default="ours,pyctcdecode,flashlight", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic log-probs.")
