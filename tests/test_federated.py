@@ -198,6 +198,10 @@ def test_three_clients_two_rounds(run3, tok) -> None:
     assert info["final_clip"] == pytest.approx(last["next_clip"])
     # The loss falls: the clients' loss of the incoming global model, and held-out perplexity.
     assert last["loss"] < first["loss"]
+    params = info["parameters"]
+    for h in hist:  # noise norm = std * sqrt(parameters); the mean clipped update is <= the clip
+        assert h["noise_norm"] == pytest.approx(h["noise_std"] * math.sqrt(params))
+        assert 0 < h["mean_clipped_update_norm"] <= h["clip"] * (1 + 1e-9)
     assert info["dev_perplexity"] < info["initial_dev_perplexity"]
     # privacy.json: user-level DP over the two rounds.
     report = PrivacyReport.load(out / "privacy.json")
@@ -216,6 +220,112 @@ def test_three_clients_two_rounds(run3, tok) -> None:
     logp, _ = lm.score(state, 5)
     assert logp < 0
     assert (root / "lm.fed" / "checkpoint.pt").is_file()
+
+
+def _tiny_checkpoint(tok, path, seed: int):
+    import torch
+
+    from userlibri.lm import neural
+
+    torch.manual_seed(seed)
+    model = neural.LstmLM(neural.default_config(tok, **TINY))
+    neural.save_checkpoint(model, path)
+    return model
+
+
+def test_no_noise_no_clipping_is_plain_fedavg_from_init(tok, tmp_path) -> None:
+    """Noise 0 and a clip no update reaches: one round must give exactly the mean of the
+    clients' locally trained models, starting from the --init model (catches a wrong sign,
+    weighting, server step or initial model)."""
+    import torch
+
+    from userlibri.lm import neural
+
+    data = write_clients(tmp_path / "clients", 3)
+    init = _tiny_checkpoint(tok, tmp_path / "init.pt", seed=7)
+    cfg = FederatedConfig(
+        rounds=1, clients_per_round=3, noise_multiplier=0.0, clip="fixed", initial_clip=1e9, local_lr=0.01
+    )
+    info = F.train_federated(
+        data,
+        tok.path,
+        tmp_path / "lm",
+        cfg,
+        backend="inprocess",
+        int8=False,
+        progress=False,
+        init=tmp_path / "init.pt",
+    )
+    assert info["init"] == str((tmp_path / "init.pt").resolve())
+    (h,) = info["history"]
+    assert h["aggregated"] == 3 and h["noise_std"] == 0.0
+    locals_ = []
+    for pid, f in enumerate(sorted(data.glob("*.txt"))):
+        model = neural.LstmLM(init.config)
+        model.load_state_dict(init.state_dict())
+        encoded = neural.encode_sentences(A.read_client(f), tok, cfg.max_tokens)
+        A.client_update(model, encoded, cfg, A.client_seed(cfg.seed, 1, pid))
+        locals_.append(model.state_dict())
+    fed, _ = neural.load_checkpoint(tmp_path / "lm" / "lm.pt")
+    moved = 0.0
+    for k, v in fed.state_dict().items():
+        mean = torch.stack([sd[k] for sd in locals_]).mean(0)
+        assert torch.allclose(v, mean, atol=1e-6), k
+        moved = max(moved, float((mean - init.state_dict()[k]).abs().max()))
+    assert moved > 1e-3  # the clients did train
+    # The updates' norms are those of local model - init (the clip never bit).
+    expected = sorted(
+        float(torch.sqrt(sum(((sd[k] - init.state_dict()[k]) ** 2).sum() for k in sd))) for sd in locals_
+    )
+    assert h["update_norms"] == pytest.approx(expected, rel=1e-4)
+    mean_update = torch.sqrt(
+        sum(((fed.state_dict()[k] - init.state_dict()[k]).double() ** 2).sum() for k in locals_[0])
+    )
+    assert h["mean_clipped_update_norm"] == pytest.approx(float(mean_update), rel=1e-4)
+    assert h["noise_norm"] == 0.0
+
+
+def test_sgd_client_step_and_fingerprint(tok) -> None:
+    """A client SGD step moves the model by -lr * the (norm-clipped) gradient; the optimizer is
+    part of the fingerprint only when it is not the default (old checkpoints still resume)."""
+    import torch
+
+    from userlibri.lm import neural
+
+    torch.manual_seed(0)
+    model = neural.LstmLM(neural.default_config(tok, **TINY))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    encoded = neural.encode_sentences(sentences(1, 3), tok, 64)
+    data = neural._Sentences(encoded, 64).data
+    model.zero_grad()
+    neural._batch_loss(model, data).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    gnorm = float(torch.sqrt(sum((g**2).sum() for g in grads.values())))
+    cfg = FederatedConfig(local_optimizer="sgd", local_lr=0.1, local_batch_size=1, local_epochs=1.0)
+    metrics = A.client_update(model, encoded, cfg, seed=1)
+    assert metrics["steps"] == 1.0
+    scale = 0.1 * min(1.0, 1.0 / gnorm)  # TrainConfig's grad_clip 1.0
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.detach(), before[n] - scale * grads[n], atol=1e-6), n
+    assert "local_optimizer" not in FederatedConfig().fingerprint()
+    assert cfg.fingerprint()["local_optimizer"] == "sgd"
+    with pytest.raises(ConfigError, match="local_optimizer"):
+        FederatedConfig(local_optimizer="lion").validate()  # type: ignore[arg-type]
+
+
+def test_init_errors(tok, tmp_path) -> None:
+    data = write_clients(tmp_path / "clients", 2)
+    _tiny_checkpoint(tok, tmp_path / "init.pt", seed=1)
+    cfg = FederatedConfig(clients_per_round=2, clip="fixed")
+    with pytest.raises(ConfigError, match=r"hidden_dim: 24 \(--init\) vs 32 \(asked\)"):
+        F.prepare_job(data, tok.path, tmp_path / "w", cfg, {"hidden_dim": 32}, init=tmp_path / "init.pt")
+    job = F.prepare_job(data, tok.path, tmp_path / "w", cfg, {"hidden_dim": 24}, init=tmp_path / "init.pt")
+    assert job.model["hidden_dim"] == 24 and len(job.fingerprint["init_sha256"]) == 64
+    with pytest.raises(DataFormatError, match="lm.pt"):
+        F.prepare_job(data, tok.path, tmp_path / "w", cfg, init=tmp_path)
+    other = train_tokenizer(sentences(300, 5), tmp_path / "tok2", TokenizerConfig(vocab_size=40))
+    with pytest.raises(UserLibriError, match="tokenizer mismatch"):
+        F.prepare_job(data, other.path, tmp_path / "w", cfg, init=tmp_path / "init.pt")
 
 
 def test_failing_and_empty_clients_are_left_out(tok, tmp_path, monkeypatch, caplog) -> None:
@@ -269,6 +379,11 @@ def test_resume(run3, tok, dev, tmp_path) -> None:
     other = dataclasses.replace(cfg, noise_multiplier=0.1)
     with pytest.raises(ConfigError, match=r"noise_multiplier: 0\.05 \(checkpoint\) vs 0\.1 \(now\)"):
         F.train_federated(data, tok.path, tmp_path / "lm", other, resume=True, **common)
+    _tiny_checkpoint(tok, tmp_path / "init.pt", seed=3)
+    with pytest.raises(ConfigError, match="init_sha256"):
+        F.train_federated(
+            data, tok.path, tmp_path / "lm", cfg, resume=True, init=tmp_path / "init.pt", **common
+        )
     changed = write_clients(tmp_path / "changed", 3, per_client=31)
     with pytest.raises(ConfigError, match="data.sha256"):
         F.train_federated(changed, tok.path, tmp_path / "lm", cfg, resume=True, **common)

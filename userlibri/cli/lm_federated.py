@@ -22,6 +22,7 @@ from userlibri.lm.federated_config import (
     DEFAULT_ROUND_TIMEOUT,
     DEFAULT_ROUNDS,
     DEFAULT_TARGET_QUANTILE,
+    LOCAL_OPTIMIZERS,
     RUN_MODES,
     SIMULATION_BACKENDS,
     FederatedConfig,
@@ -32,6 +33,7 @@ from userlibri.lm.neural_config import (
     DEFAULT_HIDDEN_DIM,
     DEFAULT_MAX_TOKENS,
     DEFAULT_NUM_LAYERS,
+    NeuralLMConfig,
 )
 
 _INPUT = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -73,7 +75,14 @@ def _seed(ctx: click.Context) -> int:
     help="Passes over a client's text per round.",
 )
 @click.option(
-    "--local-lr", type=float, default=DEFAULT_LOCAL_LR, show_default=True, help="Client Adam learning rate."
+    "--local-lr", type=float, default=DEFAULT_LOCAL_LR, show_default=True, help="Client learning rate."
+)
+@click.option(
+    "--local-optimizer",
+    type=click.Choice(LOCAL_OPTIMIZERS),
+    default="adam",
+    show_default=True,
+    help="Client optimizer (Adam with fresh state each round, or SGD as Andrew et al. 2021).",
 )
 @click.option("--local-batch-size", type=int, default=DEFAULT_LOCAL_BATCH_SIZE, show_default=True)
 @click.option(
@@ -124,10 +133,16 @@ def _seed(ctx: click.Context) -> int:
     default=None,
     help="Delta of the user-level guarantee [default: power of 10 <= 1/(10 clients)].",
 )
-@click.option("--embed-dim", type=int, default=DEFAULT_EMBED_DIM, show_default=True)
-@click.option("--hidden-dim", type=int, default=DEFAULT_HIDDEN_DIM, show_default=True)
-@click.option("--layers", type=int, default=DEFAULT_NUM_LAYERS, show_default=True)
-@click.option("--dropout", type=float, default=0.1, show_default=True)
+@click.option(
+    "--init",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Start from this LM (directory or lm.pt, e.g. pre-trained on public text) [default: random].",
+)
+@click.option("--embed-dim", type=int, default=None, help=f"[default: {DEFAULT_EMBED_DIM}, or --init's]")
+@click.option("--hidden-dim", type=int, default=None, help=f"[default: {DEFAULT_HIDDEN_DIM}, or --init's]")
+@click.option("--layers", type=int, default=None, help=f"[default: {DEFAULT_NUM_LAYERS}, or --init's]")
+@click.option("--dropout", type=float, default=None, help=f"[default: {NeuralLMConfig.dropout}, or --init's]")
 @click.option(
     "--max-tokens",
     type=int,
@@ -180,6 +195,7 @@ def federated(
     clients_per_round: int,
     local_epochs: float,
     local_lr: float,
+    local_optimizer: str,
     local_batch_size: int,
     noise_multiplier: float,
     clip_mode: str,
@@ -188,10 +204,11 @@ def federated(
     clip_lr: float,
     clipped_count_stddev: float | None,
     delta: float | None,
-    embed_dim: int,
-    hidden_dim: int,
-    layers: int,
-    dropout: float,
+    init: Path | None,
+    embed_dim: int | None,
+    hidden_dim: int | None,
+    layers: int | None,
+    dropout: float | None,
     max_tokens: int,
     threads: int,
     parallel: int,
@@ -214,6 +231,7 @@ def federated(
         local_epochs=local_epochs,
         local_batch_size=local_batch_size,
         local_lr=local_lr,
+        local_optimizer=local_optimizer,  # type: ignore[arg-type]
         max_tokens=max_tokens,
         clip=clip_mode,  # type: ignore[arg-type]
         noise_multiplier=noise_multiplier,
@@ -228,7 +246,8 @@ def federated(
         eval_every=eval_every,
         round_timeout=round_timeout,
     )
-    overrides = {"embed_dim": embed_dim, "hidden_dim": hidden_dim, "num_layers": layers, "dropout": dropout}
+    given = {"embed_dim": embed_dim, "hidden_dim": hidden_dim, "num_layers": layers, "dropout": dropout}
+    overrides = {k: v for k, v in given.items() if v is not None}
     info = train_federated(
         data,
         tokenizer,
@@ -242,6 +261,7 @@ def federated(
         work_dir=work_dir,
         int8=int8,
         progress=progress,
+        init=init,
     )
     eps = (
         "no DP"

@@ -2,8 +2,10 @@
 on Flower, with fixed or adaptive clipping (Andrew et al. 2021), run by Flower's simulation
 engine (default) or as real SuperLink/SuperNode processes over loopback (deployment).
 
-Each client is one user's text (one file, one sentence a line). Every round Flower samples
-``clients_per_round`` clients; each trains the global model on its text; the server clips each
+Each client is one user's text (one file, one sentence a line). Training starts from a random
+model or from ``init`` (an LM pre-trained centrally, e.g. on public text, as deployed systems
+do). Every round Flower samples ``clients_per_round`` clients; each trains the global model on
+its text (Adam or SGD); the server clips each
 update, averages them with equal weights and adds Gaussian noise (Flower's DP strategy wrappers;
 ``federated_app`` has the apps and the corrections we apply to Flower's adaptive clipping). The
 privacy unit is the client: ``privacy.json`` gives the user-level epsilon at delta from
@@ -22,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import math
 import time
@@ -216,8 +219,11 @@ def prepare_job(
     model_overrides: dict[str, Any] | None = None,
     dev: Sequence[str | Path] = (),
     resume: bool = False,
+    init: str | Path | None = None,
 ) -> FederatedJob:
-    """Validate the inputs (clients, tokenizer, model, dev text) and describe the job."""
+    """Validate the inputs (clients, tokenizer, model, initial model, dev text) and describe the
+    job. ``init``: an LM directory or ``lm.pt`` to start from (its architecture; any
+    ``model_overrides`` must agree with it)."""
     from userlibri.lm import neural
     from userlibri.text.tokenizer import Tokenizer
 
@@ -243,7 +249,13 @@ def prepare_job(
         if not read_client(p):
             raise DataFormatError(p, "held-out sentences", "an empty file")
     tok = Tokenizer.load(tokenizer)
-    model_config = neural.default_config(tok, **(model_overrides or {}))
+    init_path, init_hash = None, None
+    if init is not None:
+        init_path, model_config = _init_checkpoint(init, model_overrides or {})
+        neural._check_tokenizer(model_config, tok)
+        init_hash = hashlib.sha256(init_path.read_bytes()).hexdigest()
+    else:
+        model_config = neural.default_config(tok, **(model_overrides or {}))
     if model_config.tie_weights:
         raise ConfigError(
             "federated training with tie_weights is not supported (the tied weight would be averaged twice)"
@@ -253,6 +265,8 @@ def prepare_job(
         "model": dataclasses.asdict(model_config),
         "data": data_fingerprint(clients),
     }
+    if init_hash is not None:  # absent for a random start (checkpoints of earlier versions match)
+        fingerprint["init_sha256"] = init_hash
     return FederatedJob(
         config=config,
         model=dataclasses.asdict(model_config),
@@ -261,8 +275,33 @@ def prepare_job(
         work_dir=str(Path(work_dir).resolve()),
         dev=tuple(str(Path(p).resolve()) for p in dev),
         resume=resume,
+        init=str(init_path.resolve()) if init_path is not None else "",
         fingerprint=fingerprint,
     )
+
+
+def _init_checkpoint(init: str | Path, overrides: dict[str, Any]) -> tuple[Path, Any]:
+    """The ``lm.pt`` of ``init`` (a directory or the file) and its architecture; raises
+    ``ConfigError`` when ``overrides`` ask for another one."""
+    from userlibri.lm import neural
+    from userlibri.lm.neural_pipeline import CHECKPOINT_FILE as LM_FILE
+
+    path = Path(init)
+    path = path / LM_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise DataFormatError(path, "an LM checkpoint (lm.pt) to start from", "no such file")
+    model, _ = neural.load_checkpoint(path)
+    config = model.config
+    diffs = [
+        f"{k}: {getattr(config, k)!r} (--init) vs {v!r} (asked)"
+        for k, v in sorted(overrides.items())
+        if getattr(config, k) != v
+    ]
+    if diffs:
+        raise ConfigError(
+            f"the model options disagree with the initial model {path}:\n  " + "\n  ".join(diffs)
+        )
+    return path, config
 
 
 def _progress_printer(total: int, start: int, enabled: bool) -> tuple[Any, Any]:
@@ -297,13 +336,16 @@ def train_federated(
     work_dir: str | Path | None = None,
     int8: bool = True,
     progress: bool = True,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train the LM with DP-FedAvg over the clients in ``data`` (``*.txt``, one client each);
     write the LM directory ``out`` (atomically) and return its ``train.json`` content.
 
     ``mode``: ``simulation`` (Flower's simulation engine; ``backend`` ``ray``, Flower's default,
     or ``inprocess``: clients run one at a time in this process, no Ray start-up) or
-    ``deployment`` (SuperLink + SuperNode processes over loopback)."""
+    ``deployment`` (SuperLink + SuperNode processes over loopback). ``init``: start from this LM
+    (directory or ``lm.pt``, e.g. one pre-trained centrally on public text) instead of a random
+    model."""
     from userlibri.lm import neural
     from userlibri.lm.federated_app import load_state
     from userlibri.lm.neural_pipeline import _write_dir
@@ -315,7 +357,7 @@ def train_federated(
         raise ConfigError(f"backend: expected one of {SIMULATION_BACKENDS}, found {backend!r}")
     out = Path(out)
     work = Path(work_dir) if work_dir is not None else out.with_name(out.name + ".fed")
-    job = prepare_job(data, tokenizer, work, config, model_overrides, dev, resume)
+    job = prepare_job(data, tokenizer, work, config, model_overrides, dev, resume, init)
     state = _check_resume(job)
     done = int(state["round"]) if state else 0
     work.mkdir(parents=True, exist_ok=True)
@@ -369,6 +411,7 @@ def train_federated(
         "parameters": neural.num_parameters(model),
         "train_seconds": time.perf_counter() - start,
         "tokenizer": job.tokenizer,
+        "init": job.init or None,
         "final_clip": float(state["clip"]),
         "epsilon": None if report.mechanism == "none" else report.epsilon_value,
         "delta": report.delta,

@@ -102,11 +102,38 @@ def mean_loss(model: neural.LstmLM, encoded: list[list[int]], max_tokens: int, b
     return total / max(1, len(data))
 
 
+def _train_sgd(model: neural.LstmLM, encoded: list[list[int]], tc: TrainConfig) -> tuple[int, float]:
+    """Plain SGD over shuffled minibatches (``neural._train_plain``'s loop with SGD for Adam:
+    the update is then a sum of gradients, so its norm follows the gradients, Andrew et al.'s
+    setting); returns (steps, seconds)."""
+    gen = neural._seed_everything(tc.seed)
+    data = neural._Sentences(encoded, tc.max_tokens)
+    loader = torch.utils.data.DataLoader(data, batch_size=tc.batch_size, shuffle=True, generator=gen)
+    opt = torch.optim.SGD(model.parameters(), lr=tc.lr)
+    total = max(1, math.ceil(tc.epochs * len(loader)))
+    model.train()
+    steps, start = 0, time.perf_counter()
+    while steps < total:
+        for _, batch in loader:
+            loss = neural._batch_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            opt.step()
+            steps += 1
+            if steps >= total:
+                break
+    model.eval()
+    return steps, time.perf_counter() - start
+
+
 def client_update(
     model: neural.LstmLM, encoded: list[list[int]], config: FederatedConfig, seed: int
 ) -> dict[str, float]:
-    """Train ``model`` in place on one client's sentences (``neural``'s Adam loop, fresh optimizer
-    state); returns its metrics: the incoming model's loss on this text, steps, sentences."""
+    """Train ``model`` in place on one client's sentences (``local_optimizer``: ``neural``'s Adam
+    loop with fresh optimizer state, or SGD); returns its metrics: the incoming model's loss on
+    this text, steps, sentences."""
     before = mean_loss(model, encoded, config.max_tokens)
     tc = TrainConfig(
         epochs=config.local_epochs,
@@ -116,7 +143,10 @@ def client_update(
         seed=seed,
         progress=False,
     )
-    steps, secs = neural._train_plain(model, encoded, tc, "client")
+    if config.local_optimizer == "sgd":
+        steps, secs = _train_sgd(model, encoded, tc)
+    else:
+        steps, secs = neural._train_plain(model, encoded, tc, "client")
     return {"loss": before, "steps": float(steps), "sentences": float(len(encoded)), "seconds": secs}
 
 
@@ -288,24 +318,32 @@ class RoundLog(Strategy):
         ok, failed = [], []
         current = self.current.to_numpy_ndarrays() if self.current is not None else []
         norms = []
+        k = self.config.clients_per_round
+        clip = getattr(self.dp, "clipping_norm", self.config.initial_clip)
+        clipped_sum: list[np.ndarray] | None = None
         for r in replies:
             if r.has_error():
                 failed.append(_short_reason(str(r.error.reason)))
                 continue
             arrays = next(iter(r.content.array_records.values())).to_numpy_ndarrays()
-            norm = _norm([a - c for a, c in zip(arrays, current, strict=True)])
+            update = [a.astype(np.float64) - c for a, c in zip(arrays, current, strict=True)]
+            norm = _norm(update)
             if norm == 0.0:  # Flower's clipping divides by the norm
                 failed.append("an all-zero update")
                 continue
             ok.append(r)
             norms.append(norm)
+            scale = min(1.0, clip / norm)  # statistics only: Flower's wrapper does the clipping
+            if clipped_sum is None:
+                clipped_sum = [u * scale for u in update]
+            else:
+                for acc, u in zip(clipped_sum, update, strict=True):
+                    acc += u * scale
         missing = self.sampled - len(replies)
         if missing > 0:
             failed.extend(["no reply before the round timeout"] * missing)
         for reason in failed:
             log.warning("round %d: a client failed and is left out of the round: %s", server_round, reason)
-        k = self.config.clients_per_round
-        clip = getattr(self.dp, "clipping_norm", self.config.initial_clip)
         self.stats = {
             "sampled": self.sampled,
             "aggregated": len(ok),
@@ -320,6 +358,11 @@ class RoundLog(Strategy):
         arrays, metrics = self.dp.aggregate_train(server_round, ok)
         z_update = float(getattr(self.dp, "noise_multiplier", 0.0))
         self.stats["noise_std"] = z_update * clip / k
+        # The signal the noise competes with: the mean clipped update (before noise), and the
+        # noise's expected norm, std * sqrt(parameters).
+        if clipped_sum is not None:  # always set when ok is not empty
+            self.stats["mean_clipped_update_norm"] = _norm(clipped_sum) / len(ok)
+            self.stats["noise_norm"] = self.stats["noise_std"] * math.sqrt(sum(u.size for u in clipped_sum))
         self.stats["effective_noise_multiplier"] = effective_noise(self.config, len(ok))
         self.stats["next_clip"] = getattr(self.dp, "clipping_norm", clip)
         if isinstance(self.dp, AdaptiveClipping):
@@ -441,6 +484,8 @@ def run_server(grid: Grid, job: FederatedJob, progress: ProgressFn | None = None
     else:
         torch.manual_seed(cfg.seed)
         model = neural.LstmLM(NeuralLMConfig(**job.model))
+        if job.init:
+            model.load_state_dict(neural.load_checkpoint(job.init)[0].state_dict())
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         meta = {"round": 0, "clip": cfg.initial_clip, "history": [], "initial_dev_perplexity": None}

@@ -19,6 +19,8 @@ DEFAULT_CLIENTS_PER_ROUND = 10
 DEFAULT_LOCAL_EPOCHS = 1.0
 DEFAULT_LOCAL_BATCH_SIZE = 16
 DEFAULT_LOCAL_LR = 2e-3
+#: Client optimizers: Adam (fresh state each round) or plain SGD, as Andrew et al. (2021) use.
+LOCAL_OPTIMIZERS = ("adam", "sgd")
 DEFAULT_NOISE_MULTIPLIER = 0.5
 #: Andrew et al. (2021) start the adaptive clip at 0.1 and move it with a geometric rate of 0.2.
 DEFAULT_INITIAL_CLIP = 0.1
@@ -38,7 +40,7 @@ UNFINGERPRINTED = ("rounds", "threads", "parallel", "eval_every", "round_timeout
 @dataclasses.dataclass(frozen=True)
 class FederatedConfig:
     """DP-FedAvg settings. Each round samples ``clients_per_round`` clients uniformly; each trains
-    the global model on its own text (``local_*``, Adam); the server clips every update to the
+    the global model on its own text (``local_*``; Adam or SGD); the server clips every update to the
     clip norm (``clip='fixed'``: ``initial_clip`` throughout; ``'adaptive'``: moved each round
     toward the ``target_quantile`` of update norms, Andrew et al. 2021), averages them with equal
     weights and adds Gaussian noise of std ``noise_multiplier * clip / clients_per_round``."""
@@ -48,6 +50,7 @@ class FederatedConfig:
     local_epochs: float = DEFAULT_LOCAL_EPOCHS
     local_batch_size: int = DEFAULT_LOCAL_BATCH_SIZE
     local_lr: float = DEFAULT_LOCAL_LR
+    local_optimizer: Literal["adam", "sgd"] = "adam"
     max_tokens: int = DEFAULT_MAX_TOKENS
     clip: Literal["fixed", "adaptive"] = "adaptive"
     #: Total noise multiplier z. With adaptive clipping part of the privacy budget goes to the
@@ -81,6 +84,10 @@ class FederatedConfig:
                 raise ConfigError(f"{name}: expected > 0, found {getattr(self, name)}")
         if self.max_tokens < 2:
             raise ConfigError(f"max_tokens: expected >= 2, found {self.max_tokens}")
+        if self.local_optimizer not in LOCAL_OPTIMIZERS:
+            raise ConfigError(
+                f"local_optimizer: expected one of {LOCAL_OPTIMIZERS}, found {self.local_optimizer!r}"
+            )
         if self.clip not in CLIP_MODES:
             raise ConfigError(f"clip: expected one of {CLIP_MODES}, found {self.clip!r}")
         if not self.noise_multiplier >= 0:
@@ -110,10 +117,13 @@ class FederatedConfig:
         return float((z**-2 - (2 * self.count_stddev()) ** -2) ** -0.5)
 
     def fingerprint(self) -> dict[str, Any]:
-        """The fields a resumed run must keep."""
+        """The fields a resumed run must keep (``local_optimizer`` only when not the default
+        Adam, so that checkpoints written before the option existed still resume)."""
         d = dataclasses.asdict(self)
         for k in UNFINGERPRINTED:
             d.pop(k)
+        if d["local_optimizer"] == "adam":
+            d.pop("local_optimizer")
         return d
 
 
@@ -122,9 +132,10 @@ class FederatedJob:
     """Everything the ServerApp and ClientApps need, as plain data (written to ``job.json``).
 
     ``clients`` are absolute paths, one text file (one sentence a line) per client; a client's
-    partition id is its index here. ``fingerprint`` identifies what is trained (config minus
-    ``UNFINGERPRINTED``, model config, tokenizer id, client data hash) so that a resume can refuse
-    a checkpoint of another configuration."""
+    partition id is its index here. ``init``: the absolute path of an LM checkpoint (``lm.pt``)
+    the first round starts from, or empty for a fresh random model. ``fingerprint`` identifies
+    what is trained (config minus ``UNFINGERPRINTED``, model config, tokenizer id, client data
+    hash, initial model hash) so that a resume can refuse a checkpoint of another configuration."""
 
     config: FederatedConfig
     model: dict[str, Any]
@@ -133,6 +144,7 @@ class FederatedJob:
     work_dir: str
     dev: tuple[str, ...] = ()
     resume: bool = False
+    init: str = ""
     fingerprint: dict[str, Any] = dataclasses.field(default_factory=dict)
     version: int = JOB_VERSION
 
