@@ -20,13 +20,10 @@ uninterrupted one on the same device.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import random
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -65,14 +62,22 @@ from userlibri.asr.model import (
     sample_chunk,
     transducer_greedy,
 )
+from userlibri.asr.run_control import (  # noqa: F401 (LOG_FILE re-exported)
+    LOG_FILE,
+    StopSignals,
+    append_log,
+    resolve_device,
+    rng_state,
+    set_rng_state,
+    truncate_log,
+)
 from userlibri.errors import UserLibriError
 from userlibri.features import FeatureStats
-from userlibri.fsio import atomic_path, exclusive_dir, write_json_atomic, write_text_atomic
+from userlibri.fsio import atomic_path, exclusive_dir, write_json_atomic
 from userlibri.text.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
 
-LOG_FILE = "train_log.jsonl"
 STATS_FILE = "feature_stats.json"
 AVG_FILE = "model-avg.pt"
 TOKENIZER_DIR = "tokenizer"
@@ -239,76 +244,6 @@ def _items(sets: Sequence[FeatureSet], tokenizer: Tokenizer, max_frames: int) ->
     return items, dropped
 
 
-def _rng_state(chunk_rng: random.Random, aug: torch.Generator) -> dict[str, Any]:
-    state = {
-        "python": chunk_rng.getstate(),
-        "torch": torch.get_rng_state(),
-        "aug": aug.get_state(),
-        "numpy": np.random.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], chunk_rng: random.Random, aug: torch.Generator) -> None:
-    chunk_rng.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    aug.set_state(state["aug"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _truncate_log(out: Path, step: int) -> None:
-    """Drop log records past ``step`` (written after the checkpoint a resumed run restarts from)."""
-    path = out / LOG_FILE
-    if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    if len(keep) != len(lines):
-        write_text_atomic(path, "".join(line + "\n" for line in keep))
-
-
-def _append_log(out: Path, record: dict[str, Any]) -> None:
-    with open(out / LOG_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-
-
-class _StopSignals:
-    """While installed, SIGTERM / SIGINT ask the training loop to stop after the current step (it
-    then writes a checkpoint and ``model-avg.pt``, as for ``max_minutes``) instead of killing it
-    mid-step. Outside the main thread (where handlers cannot be set) it does nothing."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.received = ""
-        self._previous: list[tuple[signal.Signals, Any]] = []
-        if threading.current_thread() is threading.main_thread():
-            self._previous = [(s, signal.signal(s, self._handle)) for s in self.SIGNALS]
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if not self.received:
-            self.received = signal.Signals(signum).name
-            log.warning("%s: stopping after this step (checkpoint + model-avg.pt)", self.received)
-
-    def restore(self) -> None:
-        for s, h in self._previous:
-            signal.signal(s, h)
-        self._previous = []
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserLibriError(f"device: expected an available device, found {device!r} without CUDA")
-    return torch.device(device)
-
-
 def _locked_out(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
     """Run ``fn(config, data, out, ...)`` holding ``out``'s lock: two trainers on one directory
     would interleave their checkpoints and logs."""
@@ -430,8 +365,8 @@ def train(
         opt.load_state_dict(ck["optimizer"])
         step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
         total_steps = ck["total_steps"]
-        _set_rng_state(ck["rng"], chunk_rng, aug_gen)
-        _truncate_log(out, step)
+        set_rng_state(ck["rng"], chunk_rng, aug_gen)
+        truncate_log(out, step)
         log.info("resumed from %s (step %d, epoch %d, batch %d)", existing[-1], step, epoch, batch_in_epoch)
     if schedule_steps is not None:
         if schedule_steps <= step:
@@ -458,7 +393,7 @@ def train(
             "total_steps": total_steps,
             "am_config": am.to_dict(),
             "train_config": config.to_dict(),
-            "rng": _rng_state(chunk_rng, aug_gen),
+            "rng": rng_state(chunk_rng, aug_gen),
             "feature_stats": stats.to_dict(),
             "feature_config": config.features.to_dict(),
             "tokenizer_model_id": tok.model_id,
@@ -468,7 +403,7 @@ def train(
     model.train()
     last_ckpt = time.monotonic()
     stop_reason = ""
-    signals = _StopSignals()
+    signals = StopSignals()
     try:
         window: dict[str, float] = {"ctc": 0.0, "transducer": 0.0, "total": 0.0, "n": 0, "frames": 0}
         window_start = time.monotonic()
@@ -545,7 +480,7 @@ def train(
                         ),
                         **{k: round(window[k] / window["n"], 4) for k in ("ctc", "transducer", "total")},
                     }
-                    _append_log(out, rec)
+                    append_log(out, rec)
                     bar.set_postfix(loss=f"{rec['total']:.3f}", lr=f"{lr:.2e}")
                     window = {"ctc": 0.0, "transducer": 0.0, "total": 0.0, "n": 0, "frames": 0}
                     window_start = time.monotonic()
@@ -568,7 +503,7 @@ def train(
                 record.update(
                     evaluate(model, dev_sets, dev_items, stats, tok, dev, tc.max_batch_frames, modes)
                 )
-            _append_log(out, record)
+            append_log(out, record)
             log.info("epoch %d done: %s", epoch, record)
             checkpoint()
             last_ckpt = time.monotonic()
@@ -591,7 +526,7 @@ def train(
         {"step": step, "averaged": [p.name for p in paths]},
     )
     seconds = time.monotonic() - t_start
-    _append_log(
+    append_log(
         out,
         {
             "event": "stop",
