@@ -103,12 +103,17 @@ class CtcBeamSearch(CtcFrameStep, StreamingSearch):
         self.blank_id = blank_id
         self.suppress_ids = tuple(sorted({int(i) for i in suppress_ids} - {blank_id}))
         self._log_skip = math.log(config.blank_skip) if config.blank_skip < 1.0 else math.inf
+        # The float32 bounds that compare float32 log-probs exactly as their float64 values would.
+        self._log_skip32 = floor_float32(self._log_skip)
+        self._min_token32 = ceil_float32(config.min_token_logprob)
         # The fusion's hot-path pieces, looked up once.
         fusion = self.fusion
         self._inline = fusion.inline
         self._scored = bool(fusion.fusions)
         self._memo_get = fusion.memo.get
         self._score_single = fusion.score_single
+        #: The single LM's ``score`` (unmemoised): the fast path memoises it itself.
+        self._score0 = fusion.fusions[0].lm.score if fusion.fusions else None
         self._w0 = fusion.weights[0] if fusion.fusions else 0.0
         self._cap = config.active_cap
         if vocab_size is not None:
@@ -138,7 +143,7 @@ class CtcBeamSearch(CtcFrameStep, StreamingSearch):
             return CtcState(state.frames, state.nodes, state.pb, state.pnb, state.times, vocab)
         blank = lp[:, self.blank_id]
         blank_lp = blank.tolist()
-        skip = blank > (floor_float32(self._log_skip) if blank.dtype == np.float32 else self._log_skip)
+        skip = blank > (self._log_skip32 if blank.dtype == np.float32 else self._log_skip)
         cands, amax, ext_frames = self._candidates(lp, skip)
         skip_l = skip.tolist()
         nodes, pb, pnb, times = list(state.nodes), list(state.pb), list(state.pnb), list(state.times)
@@ -157,25 +162,27 @@ class CtcBeamSearch(CtcFrameStep, StreamingSearch):
             while t < te:
                 if quiet:
                     # Every prefix ends in blank and nothing extends: all scores shift by the
-                    # blank log-prob, so the ranking and the prune margins cannot change.
-                    for x in blank_lp[t:te]:
-                        pb = [b + x for b in pb]
+                    # blank log-probs, so the ranking and the prune margins cannot change.
+                    pb = _shifted(pb, blank_lp[t:te])
                     t = te
                 elif skip_l[t]:
                     # A blank-dominated frame (see blank_skip): each prefix's two states merge
                     # and extend by blank; the repeat path (< 1 - blank_skip of the frame) is
-                    # dropped. The rest of the gap then only shifts the scores (above).
-                    x = blank_lp[t]
+                    # dropped. The rest of the gap then only shifts the scores (as above), done
+                    # here in the same pass.
                     if only_nb:  # every prefix ends in its last token (after the fast path)
-                        pb = [nb + x for nb in pnb]
+                        pb = _shifted(pnb, blank_lp[t:te])
                     else:
+                        x = blank_lp[t]
                         pb = [
                             (b if nb == NEG_INF else nb if b == NEG_INF else log_add(b, nb)) + x
                             for b, nb in zip(pb, pnb, strict=True)
                         ]
+                        if te > t + 1:
+                            pb = _shifted(pb, blank_lp[t + 1 : te])
                     pnb = [NEG_INF] * len(pb)
                     quiet, only_nb = True, False
-                    t += 1
+                    t = te
                 else:
                     nodes, pb, pnb, times = step(
                         t0 + t, lp, t, blank_lp[t], (), amax[t], nodes, pb, pnb, times
@@ -225,7 +232,7 @@ class CtcBeamSearch(CtcFrameStep, StreamingSearch):
             return out, [blank] * n_frames, []
         sub = lp[active]
         threshold = cfg.min_token_logprob
-        ok = sub >= (ceil_float32(threshold) if sub.dtype == np.float32 else threshold)
+        ok = sub >= (self._min_token32 if sub.dtype == np.float32 else threshold)
         best = sub.argmax(axis=1)  # first of ties, as ctc_greedy
         ok[np.arange(active.size), best] = True
         ok[:, blank] = False
@@ -255,6 +262,27 @@ class CtcBeamSearch(CtcFrameStep, StreamingSearch):
     def _hypotheses(self, state: CtcState, final: bool) -> list[Hypothesis]:
         ams = [log_add(b, nb) for b, nb in zip(state.pb, state.pnb, strict=True)]
         return self.fusion.hypotheses(state.nodes, ams, state.times, final)
+
+
+def _shifted(scores: list[float], xs: list[float]) -> list[float]:
+    """Each score plus the log-probs ``xs`` added one at a time, in order (``((s + x0) + x1) +
+    ...``: the float sums of frame-by-frame decoding), in one pass for gaps of up to 4 frames."""
+    n = len(xs)
+    if n == 1:
+        x0 = xs[0]
+        return [s + x0 for s in scores]
+    if n == 2:
+        x0, x1 = xs
+        return [s + x0 + x1 for s in scores]
+    if n == 3:
+        x0, x1, x2 = xs
+        return [s + x0 + x1 + x2 for s in scores]
+    if n == 4:
+        x0, x1, x2, x3 = xs
+        return [s + x0 + x1 + x2 + x3 for s in scores]
+    for x in xs:
+        scores = [s + x for s in scores]
+    return scores
 
 
 def _neg_second(item: tuple[int, float]) -> float:

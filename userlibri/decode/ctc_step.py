@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from userlibri.decode.hyp import NEG_INF, DecoderConfig, TimeLink, log_add, top_indices
+from userlibri.decode.prefix import _MEMO_SIZE as MEMO_SIZE
 from userlibri.decode.prefix import NO_CHILDREN, FusionSet, PrefixNode
 
 _new_object = object.__new__
@@ -28,7 +29,7 @@ _NewPrefix = tuple[int, int, float, PrefixNode | None, float, Any, float, float]
 class CtcFrameStep:
     """Mixin of :class:`~userlibri.decode.ctc_beam.CtcBeamSearch`: the per-frame search. Uses its
     ``config``, ``fusion``, ``blank_id`` and the fusion pieces it looks up once (``_inline``,
-    ``_scored``, ``_memo_get``, ``_score_single``, ``_w0``)."""
+    ``_scored``, ``_memo_get``, ``_score_single``, ``_score0``, ``_w0``)."""
 
     config: DecoderConfig
     fusion: FusionSet
@@ -37,6 +38,7 @@ class CtcFrameStep:
     _scored: bool
     _memo_get: Any
     _score_single: Any
+    _score0: Any
     _w0: float
     _cap: int
 
@@ -185,35 +187,55 @@ class CtcFrameStep:
         only for kept prefixes; the result is :meth:`_step`'s. Also returns the kept tokens."""
         cfg = self.config
         prune = cfg.beam_prune
-        scored, memo_get, w, bonus = self._scored, self._memo_get, self._w0, self.fusion.length_bonus
+        bonus = self.fusion.length_bonus
         # (score without the new LM score, fused score, prefix index, token, am score, LM score,
         #  LM state, fused LM score, prior)
         ents: list[tuple[float, float, int, int, float, float, Any, float, float]] = []
-        top, low = NEG_INF, math.inf
-        d, st = 0.0, None
-        ys: list[float] = []
-        for i, node in enumerate(nodes):
-            b, prior, fused0, n1 = pb[i], node.prior, node.fused, node.n + 1
-            st0 = node.states[0] if scored else None
-            for c, x in ext:
-                v = b + x
-                s = v + prior
-                if s > top:
-                    top = s
-                if s < low:
-                    low = s
-                if scored:
-                    hit = memo_get((st0, c))
-                    if hit is None:
-                        hit = self._score_single(st0, c)
+        append = ents.append
+        top = ytop = NEG_INF
+        low = math.inf
+        if self._scored:
+            memo, w, score0 = self.fusion.memo, self._w0, self._score0
+            memo_get = memo.get
+            for i, node in enumerate(nodes):
+                b, prior, fused0, st0 = pb[i], node.prior, node.fused, node.states[0]
+                bn = bonus * (node.n + 1)
+                for c, x in ext:
+                    v = b + x
+                    s = v + prior
+                    if s > top:
+                        top = s
+                    if s < low:
+                        low = s
+                    key = (st0, c)
+                    hit = memo_get(key)
+                    if hit is None:  # FusionSet.score_single, inlined
+                        hit = score0(st0, c)
+                        if len(memo) >= MEMO_SIZE:
+                            memo.clear()
+                        memo[key] = hit
                     d, st = hit
                     fused = fused0 + w * d if w else fused0
-                else:
-                    fused = fused0
-                pr = fused + bonus * n1
-                y = v + pr
-                ents.append((s, y, i, c, v, d, st, fused, pr))
-                ys.append(y)
+                    pr = fused + bn
+                    y = v + pr
+                    if y > ytop:
+                        ytop = y
+                    append((s, y, i, c, v, d, st, fused, pr))
+        else:
+            for i, node in enumerate(nodes):
+                b, prior, fused = pb[i], node.prior, node.fused
+                pr = fused + bonus * (node.n + 1)
+                for c, x in ext:
+                    v = b + x
+                    s = v + prior
+                    if s > top:
+                        top = s
+                    if s < low:
+                        low = s
+                    y = v + pr
+                    if y > ytop:
+                        ytop = y
+                    append((s, y, i, c, v, 0.0, None, fused, pr))
         floor = top - prune
         cap = self._cap
         if low < floor or (cap and len(ents) > cap):
@@ -221,18 +243,13 @@ class CtcFrameStep:
             if cap and len(ents) > cap:
                 ents.sort(key=_first, reverse=True)
                 del ents[cap:]
-            ys = [e[1] for e in ents]
-        beam = cfg.beam
-        if len(ys) > beam:
-            ys.sort(reverse=True)
-            top = ys[0]
-        else:
-            top = max(ys)
-        if top == NEG_INF:
+            ytop = max([e[1] for e in ents])
+        if ytop == NEG_INF:
             return [], [], [], [], set()
-        floor = top - prune
-        if len(ys) > beam:
-            ranked = ys
+        floor = ytop - prune
+        beam = cfg.beam
+        if len(ents) > beam:
+            ranked = sorted([e[1] for e in ents], reverse=True)
             kth = ranked[beam - 1]
             if kth > floor:
                 floor = kth
@@ -244,6 +261,7 @@ class CtcFrameStep:
         out_pnb: list[float] = []
         out_times: list[TimeLink] = []
         live: set[int] = set()
+        scored = self._scored
         for _, y, i, c, v, d, st, fused, pr in ents:
             if y >= floor and y > NEG_INF:
                 parent = nodes[i]
