@@ -193,18 +193,24 @@ class CtcBeamSearch(CtcFrameStep, StreamingSearch):
             if te == n_frames:
                 break
             ext, x = cands[te], blank_lp[te]
-            if fast and quiet and nodes and x < min_lp and amax[te] != blank:
-                # Every prefix ends in blank and blank is pruned in this frame (a token frame
-                # after blank frames): unless a new prefix equals a live one, only new prefixes
-                # survive, which the fast path computes for a fraction of the general work.
+            if fast and quiet and nodes:
+                # Every prefix ends in blank (a token frame after blank frames): unless a new
+                # prefix equals a live one, no states merge and nothing repeats. If blank is
+                # pruned in this frame, only new prefixes survive; else prefixes stay by blank
+                # or extend. The fast paths compute these for a fraction of the general work.
                 if live is None:
                     live = {nd.token for nd in nodes}
                 for c, _ in ext:
                     if c in live:
                         break
                 else:
-                    nodes, pb, pnb, times, live = self._extend_only(t0 + te, ext, nodes, pb, times)
-                    quiet, only_nb = not nodes, True
+                    if x < min_lp and amax[te] != blank:
+                        nodes, pb, pnb, times, live = self._extend_only(t0 + te, ext, nodes, pb, times)
+                        quiet, only_nb = not nodes, True
+                    else:
+                        nodes, pb, pnb, times = self._extend_stay(t0 + te, ext, x, nodes, pb, times)
+                        quiet = max(pnb, default=NEG_INF) == NEG_INF
+                        live, only_nb = None, False
                     t = te + 1
                     continue
             nodes, pb, pnb, times = step(t0 + te, lp, te, x, ext, amax[te], nodes, pb, pnb, times)

@@ -143,13 +143,28 @@ class CtcFrameStep:
                 ):
                     return nodes, new_pb, new_pnb, times
             new, s_new = [], []
-        # Keep the beam best states within beam_prune of the best (a float sort finds the
-        # beam-th best score; ties at that score fall back to the order of the states).
+        return self._select(t, nodes, times, new_pb, new_pnb, s_b, s_nb, new, s_new)
+
+    def _select(
+        self,
+        t: int,
+        nodes: list[PrefixNode],
+        times: list[TimeLink],
+        new_pb: list[float],
+        new_pnb: list[float],
+        s_b: list[float],
+        s_nb: list[float],
+        new: list[_NewPrefix],
+        s_new: list[float],
+    ) -> tuple[list[PrefixNode], list[float], list[float], list[TimeLink]]:
+        """Keep the beam best states within beam_prune of the best (a float sort finds the
+        beam-th best score; ties at that score fall back to the order of the states)."""
+        cfg = self.config
         beam = cfg.beam
         ranked = sorted(s_b + s_nb + s_new, reverse=True)
         if ranked[0] == NEG_INF:
             return [], [], [], []
-        floor = ranked[0] - prune
+        floor = ranked[0] - cfg.beam_prune
         if len(ranked) > beam:
             kth = ranked[beam - 1]
             if kth > floor:
@@ -171,6 +186,65 @@ class CtcFrameStep:
                 node.children.clear()  # a dropped prefix's cached extensions: free them
         self._emit_new(t, nodes, times, new, s_new, floor, out_nodes, out_pb, out_pnb, out_times)
         return out_nodes, out_pb, out_pnb, out_times
+
+    def _extend_stay(
+        self,
+        t: int,
+        ext: Sequence[tuple[int, float]],
+        blank_lp: float,
+        nodes: list[PrefixNode],
+        pb: list[float],
+        times: list[TimeLink],
+    ) -> tuple[list[PrefixNode], list[float], list[float], list[TimeLink]]:
+        """:meth:`_step` when every live prefix ends in blank, blank is allowed in this frame and
+        no new prefix equals a live one, for at most one unbatched LM: each prefix stays by blank
+        or is extended (no repeats, no merges); the result is :meth:`_step`'s."""
+        cfg = self.config
+        new_pb: list[float] = []
+        s_b: list[float] = []
+        # New prefixes: (score without the new token's LM score, prefix index, token, am score).
+        cands: list[tuple[float, int, int, float]] = []
+        best = top = NEG_INF
+        for i, node in enumerate(nodes):
+            b, prior = pb[i], node.prior
+            x = b + blank_lp
+            new_pb.append(x)
+            x += prior
+            s_b.append(x)
+            if x > best:
+                best = x
+            for c, y in ext:
+                v = b + y
+                s = v + prior
+                if s > top:
+                    top = s
+                cands.append((s, i, c, v))
+        floor = (best if best > top else top) - cfg.beam_prune
+        cands = [c for c in cands if c[0] >= floor]
+        cap = self._cap
+        if cap and len(cands) > cap:
+            cands.sort(key=_first, reverse=True)
+            del cands[cap:]
+        scored, memo_get, w, bonus = self._scored, self._memo_get, self._w0, self.fusion.length_bonus
+        new: list[_NewPrefix] = []
+        s_new: list[float] = []
+        d, st = 0.0, None
+        for _, i, c, v in cands:
+            parent = nodes[i]
+            fused = parent.fused
+            if scored:
+                st = parent.states[0]
+                hit = memo_get((st, c))
+                if hit is None:
+                    hit = self._score_single(st, c)
+                d, st = hit
+                if w:
+                    fused += w * d
+            prior = fused + bonus * (parent.n + 1)
+            new.append((i, c, v, None, d, st, fused, prior))
+            s_new.append(v + prior)
+        none = [NEG_INF] * len(nodes)
+        return self._select(t, nodes, times, new_pb, none, s_b, none, new, s_new)
 
     def _extend_only(
         self,
