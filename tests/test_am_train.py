@@ -383,3 +383,22 @@ def test_feature_cache_speed_and_reuse(corpus: Path, tmp_path: Path) -> None:
     assert np.all(np.abs(ratio - 1 / 1.1) < 0.02)
     stale = build_feature_cache(utts[:2], tmp_path / "sp1", FeatureConfig(), 1.0, progress=False)
     assert len(stale) == 2
+
+
+def test_resume_may_change_loss_weights_only(corpus: Path, tmp_path: Path) -> None:
+    """A CTC-only first phase (transducer_weight 0) resumed with both heads; any other model
+    change is refused with the fields named."""
+    cfg = _exp_config()
+    feats = tmp_path / "feats"
+    ctc_only = replace(cfg, model=replace(cfg.model, ctc_weight=1.0, transducer_weight=0.0))
+    first = train(ctc_only, corpus, tmp_path / "exp", max_steps=2, features_dir=feats, progress=False)
+    assert first.step == 2
+    records = [json.loads(line) for line in (tmp_path / "exp" / LOG_FILE).read_text().splitlines()]
+    assert all(r["transducer"] == 0.0 for r in records if r["event"] == "train")
+    wider = replace(cfg, model=replace(cfg.model, d_model=48))
+    with pytest.raises(UserLibriError, match=r"d_model: 32 \(checkpoint\) vs 48 \(now\)"):
+        train(wider, corpus, tmp_path / "exp", resume=True, max_steps=3, features_dir=feats, progress=False)
+    joint = train(cfg, corpus, tmp_path / "exp", resume=True, max_steps=4, features_dir=feats, progress=False)
+    assert joint.step == 4
+    records = [json.loads(line) for line in (tmp_path / "exp" / LOG_FILE).read_text().splitlines()]
+    assert [r["transducer"] > 0 for r in records if r["event"] == "train"] == [False, False, True, True]

@@ -258,6 +258,21 @@ def _locked_out(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
     return run
 
 
+#: Model-config fields that only weight the training losses: a resumed run may change them (e.g. a
+#: CTC-only first phase, ``transducer_weight: 0``, then both heads), everything else must match.
+LOSS_WEIGHT_FIELDS = ("ctc_weight", "transducer_weight")
+
+
+def _check_resumable(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    diffs = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    fixed = [k for k in diffs if k not in LOSS_WEIGHT_FIELDS]
+    if fixed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} (checkpoint) vs {now.get(k)!r} (now)" for k in fixed)
+        raise UserLibriError(f"{path}: resume needs this run's model config; it differs in {detail}")
+    for k in diffs:
+        log.info("resume: %s changed from %r to %r", k, saved.get(k), now.get(k))
+
+
 @_locked_out
 def train(
     config: ExperimentConfig,
@@ -357,10 +372,7 @@ def train(
     step = epoch = batch_in_epoch = 0
     if resume and existing:
         ck = torch.load(existing[-1], map_location=dev, weights_only=False)
-        if ck["am_config"] != am.to_dict():
-            raise UserLibriError(
-                f"{existing[-1]}: model config differs from this run's; resume needs the same"
-            )
+        _check_resumable(existing[-1], ck["am_config"], am.to_dict())
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, epoch, batch_in_epoch = ck["step"], ck["epoch"], ck["batch_in_epoch"]
