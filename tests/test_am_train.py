@@ -402,3 +402,15 @@ def test_resume_may_change_loss_weights_only(corpus: Path, tmp_path: Path) -> No
     assert joint.step == 4
     records = [json.loads(line) for line in (tmp_path / "exp" / LOG_FILE).read_text().splitlines()]
     assert [r["transducer"] > 0 for r in records if r["event"] == "train"] == [False, False, True, True]
+
+
+def test_ctc_only_steps(corpus: Path, tmp_path: Path) -> None:
+    """``ctc_only_steps``: the first steps train the CTC head alone (no transducer loss)."""
+    cfg = _exp_config(ctc_only_steps=2)
+    train(cfg, corpus, tmp_path / "exp", max_steps=4, features_dir=tmp_path / "feats", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "exp" / LOG_FILE).read_text().splitlines()]
+    train_records = [r for r in records if r["event"] == "train"]
+    assert [r["transducer"] > 0 for r in train_records] == [False, False, True, True]
+    assert all(r["ctc"] > 0 for r in train_records)
+    with pytest.raises(ConfigError, match="ctc_only_steps"):
+        TrainConfig(ctc_only_steps=-1).validate()

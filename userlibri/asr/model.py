@@ -459,15 +459,18 @@ class AcousticModel(nn.Module):
         target_lens: Tensor | None = None,
         chunk_size: int = -1,
         left_chunks: int = -1,
+        weights: tuple[float, float] | None = None,
     ) -> dict[str, Tensor]:
-        """CTC and transducer losses in nats per target token, and their weighted sum ``total``."""
+        """CTC and transducer losses in nats per target token, and their weighted sum ``total``
+        (``weights``: (ctc, transducer), default the config's; a zero weight skips that loss)."""
         cfg = self.config
+        ctc_weight, transducer_weight = weights or (cfg.ctc_weight, cfg.transducer_weight)
         enc, enc_lens = self.encoder(feats, feat_lens, chunk_size, left_chunks)
         ys, ys_lens = pad_targets(targets, target_lens, enc.device)
         ntok = ys_lens.sum().clamp(min=1).to(torch.float32)
         out: dict[str, Tensor] = {}
         zero = enc.new_zeros((), dtype=torch.float32)
-        if cfg.ctc_weight > 0:
+        if ctc_weight > 0:
             log_probs = self.ctc_head(enc).float()
             ctc = F.ctc_loss(
                 log_probs.transpose(0, 1),
@@ -481,7 +484,7 @@ class AcousticModel(nn.Module):
             out["ctc"] = ctc / ntok
         else:
             out["ctc"] = zero
-        if cfg.transducer_weight > 0:
+        if transducer_weight > 0:
             dec = self.decoder.forward_sequence(ys)  # (B, U+1, Dd)
             logits = self.joiner(enc[:, :, None, :], dec[:, None, :, :])  # (B, T', U+1, V)
             rnnt = rnnt_loss(
@@ -495,7 +498,7 @@ class AcousticModel(nn.Module):
             out["transducer"] = rnnt / ntok
         else:
             out["transducer"] = zero
-        out["total"] = cfg.ctc_weight * out["ctc"] + cfg.transducer_weight * out["transducer"]
+        out["total"] = ctc_weight * out["ctc"] + transducer_weight * out["transducer"]
         return out
 
 
