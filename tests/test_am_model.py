@@ -159,6 +159,31 @@ def test_losses_and_backward(model: AcousticModel) -> None:
     assert torch.allclose(padded["total"], out["total"])
 
 
+def test_modified_topology_and_per_call_weights() -> None:
+    """One-symbol-per-frame transducer loss: finite and trains the prediction network;
+    utterances without an alignment are left out; ``weights`` override the config's."""
+    torch.manual_seed(0)
+    m = AcousticModel(tiny_config(transducer_topology="modified"))
+    feats = torch.randn(2, 80, 80)
+    lens = torch.tensor([80, 60])
+    out = m.losses(feats, lens, [[3, 4, 5], [6]])
+    assert torch.isfinite(out["transducer"]) and out["transducer"] > 0
+    out["total"].backward()
+    assert m.decoder.embedding.weight.grad.abs().sum() > 0
+    # A second utterance with more tokens than its 13 encoder frames: dropped from the sum.
+    m.eval()
+    with torch.no_grad():
+        many = m.losses(feats, lens, [[3, 4, 5], [6] * 40])
+        alone = m.losses(feats[:1], lens[:1], [[3, 4, 5]])
+    ntok = 3 + 40
+    assert torch.isfinite(many["transducer"])
+    assert float(many["transducer"]) * ntok == pytest.approx(float(alone["transducer"]) * 3, rel=1e-5)
+    ctc_only = m.losses(feats, lens, [[3, 4, 5], [6]], weights=(1.0, 0.0))
+    assert ctc_only["transducer"] == 0 and torch.allclose(ctc_only["total"], ctc_only["ctc"])
+    with pytest.raises(ConfigError, match="transducer_topology"):
+        tiny_config(transducer_topology="graves").validate()
+
+
 def test_greedy_search_runs(model: AcousticModel) -> None:
     enc, lens = model.encoder(torch.randn(2, 60, 80), torch.tensor([60, 40]))
     hyps = ctc_greedy(model.ctc_head(enc), lens)

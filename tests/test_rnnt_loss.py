@@ -199,3 +199,77 @@ def test_bad_input() -> None:
     for args, kwargs, message in cases:
         with pytest.raises(UserLibriError, match=message):
             rnnt_loss(*args, **kwargs)
+
+
+def _brute_force_modified_nll(log_probs: torch.Tensor, targets: list[int], blank: int) -> torch.Tensor:
+    """One symbol per frame: every alignment puts the U labels on U of the T frames (a label at
+    frame t moves to (t+1, u+1)), blanks on the others; no final blank."""
+    T, U1, _ = log_probs.shape
+    U = U1 - 1
+    paths = []
+    for label_frames in itertools.combinations(range(T), U):
+        u = 0
+        score = log_probs.new_zeros(())
+        for t in range(T):
+            if t in label_frames:
+                score = score + log_probs[t, u, targets[u]]
+                u += 1
+            else:
+                score = score + log_probs[t, u, blank]
+        paths.append(score)
+    if not paths:
+        return torch.tensor(math.inf, dtype=log_probs.dtype)
+    return -torch.logsumexp(torch.stack(paths), dim=0)
+
+
+@pytest.mark.parametrize(
+    ("T", "U", "V", "blank"), [(1, 0, 3, 0), (1, 1, 3, 0), (3, 2, 5, 0), (5, 3, 6, 2), (6, 4, 3, -1)]
+)
+def test_modified_topology_equals_brute_force(T: int, U: int, V: int, blank: int) -> None:
+    logits, targets = _random_case(1, T, U, V, blank, seed=T * 7 + U)
+    loss = rnnt_loss(
+        logits,
+        targets,
+        torch.tensor([T]),
+        torch.tensor([U]),
+        blank=blank,
+        reduction="sum",
+        topology="modified",
+    )
+    expected = _brute_force_modified_nll(logits[0].log_softmax(-1), targets[0].tolist(), blank % V)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-10)
+    (grad,) = torch.autograd.grad(loss, logits)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-10, rtol=1e-8)
+
+
+def test_modified_topology_batch_padding_gradcheck_and_impossible() -> None:
+    B, T, U, V = 3, 7, 5, 6
+    logits, targets = _random_case(B, T, U, V, blank=0, seed=11)
+    lengths_t, lengths_u = torch.tensor([7, 4, 3]), torch.tensor([5, 2, 0])
+    batch = rnnt_loss(logits, targets, lengths_t, lengths_u, blank=0, reduction="none", topology="modified")
+    (batch_grad,) = torch.autograd.grad(batch.sum(), logits)
+    for b in range(B):
+        t, u = int(lengths_t[b]), int(lengths_u[b])
+        expected = _brute_force_modified_nll(
+            logits[b, :t, : u + 1].log_softmax(-1), targets[b, :u].tolist(), 0
+        )
+        assert batch[b].item() == pytest.approx(expected.item(), abs=1e-10)
+        padded = batch_grad[b].clone()
+        padded[:t, : u + 1] = 0
+        assert torch.count_nonzero(padded) == 0
+    small = logits[:1, :4, :3].detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: rnnt_loss(
+            x, targets[:1, :2], torch.tensor([4]), torch.tensor([2]), blank=0, topology="modified"
+        ),
+        (small,),
+    )
+    # More tokens than frames: no alignment, infinite loss, zero (not NaN) gradient.
+    imp = logits[:1, :2, :4].detach().clone().requires_grad_()
+    loss = rnnt_loss(imp, targets[:1, :3], torch.tensor([2]), torch.tensor([3]), blank=0, topology="modified")
+    assert math.isinf(loss.item())
+    (g,) = torch.autograd.grad(loss, imp)
+    assert torch.isfinite(g).all()
+    with pytest.raises(UserLibriError, match="topology"):
+        rnnt_loss(logits, targets, lengths_t, lengths_u, blank=0, topology="graves")  # type: ignore[arg-type]

@@ -55,6 +55,10 @@ class AMConfig:
     #: Loss weights: total = ctc_weight * ctc + transducer_weight * transducer.
     ctc_weight: float = 0.3
     transducer_weight: float = 0.7
+    #: Transducer loss lattice: "standard" (Graves: any number of tokens per frame) or "modified"
+    #: (exactly one symbol per frame, the model our greedy and modified beam searches decode;
+    #: needed when tokens are short, e.g. ~0.76 characters per 40 ms frame).
+    transducer_topology: str = "standard"
     #: Dynamic chunk training: per batch, full context with ``full_context_prob``, else a chunk of
     #: U{1..max_chunk} frames (after subsampling) and a left context of U{0..max_left_chunks}
     #: chunks (-1 = always unlimited).
@@ -105,6 +109,11 @@ class AMConfig:
             raise ConfigError(
                 f"model.ctc_weight/transducer_weight: expected >= 0 with a positive sum, found "
                 f"{self.ctc_weight}/{self.transducer_weight}"
+            )
+        if self.transducer_topology not in ("standard", "modified"):
+            raise ConfigError(
+                "model.transducer_topology: expected standard or modified, found "
+                f"{self.transducer_topology!r}"
             )
         if not 0.0 <= self.full_context_prob <= 1.0:
             raise ConfigError(f"model.full_context_prob: expected in [0, 1], found {self.full_context_prob}")

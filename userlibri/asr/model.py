@@ -493,9 +493,12 @@ class AcousticModel(nn.Module):
                 enc_lens.clamp(min=1).to(torch.int32),
                 ys_lens.to(torch.int32),
                 blank=cfg.blank_id,
-                reduction="sum",
+                reduction="none",
+                topology=cfg.transducer_topology,  # type: ignore[arg-type]
             )
-            out["transducer"] = rnnt / ntok
+            # An utterance with no alignment (more tokens than frames) is left out, as CTC's
+            # zero_infinity does.
+            out["transducer"] = torch.where(torch.isfinite(rnnt), rnnt, 0.0).sum() / ntok
         else:
             out["transducer"] = zero
         out["total"] = ctc_weight * out["ctc"] + transducer_weight * out["transducer"]

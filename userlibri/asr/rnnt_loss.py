@@ -12,6 +12,12 @@ transient log_softmax (freed at once), gathers the blank and target log-probabil
 backward pass runs the beta recursion and writes the gradient in one ``(B, T, U+1, V)`` buffer
 (``softmax * occupancy - transition posteriors``), instead of autograd keeping a full
 ``log_softmax`` and per-step graphs. Each recursion is ``T + U`` steps over ``(B, U+1)`` tensors.
+
+``topology="modified"`` is the one-symbol-per-frame transducer (icefall's ``rnnt_type="modified"``;
+Graves' lattice restricted so that every frame emits exactly one symbol): a label moves (t, u) to
+(t+1, u+1), a blank (t, u) to (t+1, u), and there is no final blank, so ``U <= T`` is required
+(otherwise the loss is infinite). It trains the model that our decoders search (greedy and
+modified beam search emit at most one token per frame), and its recursions take ``T`` steps.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from userlibri.errors import UserLibriError
 
 Reduction = Literal["mean", "sum", "none"]
+Topology = Literal["standard", "modified"]
 
 __all__ = ["rnnt_loss"]
 
@@ -35,6 +42,7 @@ def rnnt_loss(
     blank: int = -1,
     reduction: Reduction = "mean",
     fused_log_softmax: bool = True,
+    topology: Topology = "standard",
 ) -> torch.Tensor:
     """Transducer loss (negative log-likelihood), torchaudio's ``rnnt_loss`` semantics.
 
@@ -47,11 +55,17 @@ def rnnt_loss(
         blank: blank id; negative counts from the end (-1 = V-1, torchaudio's default).
         reduction: "mean" (over the batch, like torchaudio), "sum" or "none" (per utterance, (B,)).
         fused_log_softmax: apply log_softmax over V inside the loss.
+        topology: "standard" (Graves) or "modified" (one symbol per frame; see the module
+            docstring). A modified-topology utterance with more tokens than frames has an infinite
+            loss (and a NaN-free zero gradient).
 
     Returns the loss in the dtype of ``logits`` (computed in float32 at least).
     """
     blank_id = _check_inputs(logits, targets, logit_lengths, target_lengths, blank, reduction)
-    losses = _RNNTLoss.apply(logits, targets, logit_lengths, target_lengths, blank_id, fused_log_softmax)
+    if topology not in ("standard", "modified"):
+        raise UserLibriError(f"rnnt_loss: expected topology standard or modified, found {topology!r}")
+    fn = _RNNTLoss if topology == "standard" else _ModifiedRNNTLoss
+    losses = fn.apply(logits, targets, logit_lengths, target_lengths, blank_id, fused_log_softmax)
     if reduction == "mean":
         return losses.mean()
     if reduction == "sum":
@@ -141,27 +155,9 @@ class _RNNTLoss(torch.autograd.Function):
         lengths_t = logit_lengths.long().to(device)
         lengths_u = target_lengths.long().to(device)
         with torch.no_grad():
-            label_idx = torch.cat([targets, targets.new_zeros((B, 1))], dim=1)  # (B, U1); last unused
-            gather_idx = label_idx[:, None, :, None].expand(B, T, U1, 1)
-            if fused:
-                # A transient full log_softmax is faster than logsumexp on CPU (one pass, not four).
-                log_probs = logits.to(work).log_softmax(dim=-1)
-                lp_blank = log_probs[..., blank]
-                lp_label = log_probs.gather(3, gather_idx)[..., 0]
-                del log_probs
-                norm = logits[..., blank].to(work) - lp_blank  # log-partition, for the backward pass
-            else:
-                lp_blank = logits[..., blank].to(work)
-                lp_label = logits.gather(3, gather_idx)[..., 0].to(work)
-                norm = torch.zeros_like(lp_blank)
-            # Mask transitions that leave an utterance's own lattice, so padding never contributes.
-            t_grid = torch.arange(T, device=device)[None, :, None]
-            u_grid = torch.arange(U1, device=device)[None, None, :]
-            inside_t = t_grid < lengths_t[:, None, None]
-            neg_inf = torch.tensor(float("-inf"), dtype=work, device=device)
-            lp_blank = torch.where(inside_t & (u_grid <= lengths_u[:, None, None]), lp_blank, neg_inf)
-            lp_label = torch.where(inside_t & (u_grid < lengths_u[:, None, None]), lp_label, neg_inf)
-
+            label_idx, lp_blank, lp_label, norm = _transition_log_probs(
+                logits, targets, lengths_t, lengths_u, blank, fused, work
+            )
             skew_blank, skew_label = _skew(lp_blank, T, U1), _skew(lp_label, T, U1)
             alpha = _alpha(skew_blank, skew_label)  # (B, N, U1)
             # Total log-likelihood = alpha at the virtual cell (T_b, U_b) after the final blank.
@@ -188,18 +184,144 @@ class _RNNTLoss(torch.autograd.Function):
             post_label = torch.exp(alpha[:, :-1] + skew_label[:, :-1] + next_label - total)
             post_blank = torch.nan_to_num(_unskew(post_blank, T, U1), nan=0.0)
             post_label = torch.nan_to_num(_unskew(post_label, T, U1), nan=0.0)
-            # d(-loglik)/d(log-prob) = -posterior; scale by the incoming gradient per utterance.
-            scale = grad_out.to(post_blank.dtype)[:, None, None]
-            g_blank, g_label = -post_blank * scale, -post_label * scale
-            if ctx.fused:
-                # d lp_k / d z_j = [k == j] - softmax_j
-                grad = logits.to(norm.dtype, copy=True).sub_(norm[..., None]).exp_()
-                grad.mul_(-(g_blank + g_label)[..., None])
-            else:
-                grad = torch.zeros((B, T, U1, V), dtype=norm.dtype, device=logits.device)
-            grad[..., ctx.blank] += g_blank
-            grad.scatter_add_(3, label_idx[:, None, :, None].expand(B, T, U1, 1), g_label[..., None])
-        return grad.to(logits.dtype), None, None, None, None, None
+            grad = _logit_gradient(
+                logits, norm, label_idx, post_blank, post_label, grad_out, ctx.blank, ctx.fused
+            )
+        return grad, None, None, None, None, None
+
+
+def _transition_log_probs(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    lengths_t: torch.Tensor,
+    lengths_u: torch.Tensor,
+    blank: int,
+    fused: bool,
+    work: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(label index (B, U1), blank and label log-probs (B, T, U1) masked to -inf outside each
+    utterance's lattice, log-partition (B, T, U1) for the backward pass)."""
+    B, T, U1, V = logits.shape
+    device = logits.device
+    label_idx = torch.cat([targets, targets.new_zeros((B, 1))], dim=1)  # (B, U1); last unused
+    gather_idx = label_idx[:, None, :, None].expand(B, T, U1, 1)
+    if fused:
+        # A transient full log_softmax is faster than logsumexp on CPU (one pass, not four).
+        log_probs = logits.to(work).log_softmax(dim=-1)
+        lp_blank = log_probs[..., blank]
+        lp_label = log_probs.gather(3, gather_idx)[..., 0]
+        del log_probs
+        norm = logits[..., blank].to(work) - lp_blank
+    else:
+        lp_blank = logits[..., blank].to(work)
+        lp_label = logits.gather(3, gather_idx)[..., 0].to(work)
+        norm = torch.zeros_like(lp_blank)
+    # Mask transitions that leave an utterance's own lattice, so padding never contributes.
+    t_grid = torch.arange(T, device=device)[None, :, None]
+    u_grid = torch.arange(U1, device=device)[None, None, :]
+    inside_t = t_grid < lengths_t[:, None, None]
+    neg_inf = torch.tensor(float("-inf"), dtype=work, device=device)
+    lp_blank = torch.where(inside_t & (u_grid <= lengths_u[:, None, None]), lp_blank, neg_inf)
+    lp_label = torch.where(inside_t & (u_grid < lengths_u[:, None, None]), lp_label, neg_inf)
+    return label_idx, lp_blank, lp_label, norm
+
+
+def _logit_gradient(
+    logits: torch.Tensor,
+    norm: torch.Tensor,
+    label_idx: torch.Tensor,
+    post_blank: torch.Tensor,
+    post_label: torch.Tensor,
+    grad_out: torch.Tensor,
+    blank: int,
+    fused: bool,
+) -> torch.Tensor:
+    """d loss / d logits from the transition posteriors (B, T, U1)."""
+    B, T, U1, V = logits.shape
+    # d(-loglik)/d(log-prob) = -posterior; scale by the incoming gradient per utterance.
+    scale = grad_out.to(post_blank.dtype)[:, None, None]
+    g_blank, g_label = -post_blank * scale, -post_label * scale
+    if fused:
+        # d lp_k / d z_j = [k == j] - softmax_j
+        grad = logits.to(norm.dtype, copy=True).sub_(norm[..., None]).exp_()
+        grad.mul_(-(g_blank + g_label)[..., None])
+    else:
+        grad = torch.zeros((B, T, U1, V), dtype=norm.dtype, device=logits.device)
+    grad[..., blank] += g_blank
+    grad.scatter_add_(3, label_idx[:, None, :, None].expand(B, T, U1, 1), g_label[..., None])
+    return grad.to(logits.dtype)
+
+
+class _ModifiedRNNTLoss(torch.autograd.Function):
+    """One symbol per frame: alpha/beta recursions over t on (B, U1) rows."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        logits: torch.Tensor,
+        targets: torch.Tensor,
+        logit_lengths: torch.Tensor,
+        target_lengths: torch.Tensor,
+        blank: int,
+        fused: bool,
+    ) -> torch.Tensor:
+        B, T, U1, V = logits.shape
+        work = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        device = logits.device
+        targets = targets.long().clamp(0, V - 1)
+        lengths_t = logit_lengths.long().to(device)
+        lengths_u = target_lengths.long().to(device)
+        with torch.no_grad():
+            label_idx, lp_blank, lp_label, norm = _transition_log_probs(
+                logits, targets, lengths_t, lengths_u, blank, fused, work
+            )
+            # alpha[:, t, u] = log P(after t frames, u labels emitted)
+            alpha = torch.full((B, T + 1, U1), float("-inf"), dtype=work, device=device)
+            alpha[:, 0, 0] = 0.0
+            for t in range(T):
+                prev, cur = alpha[:, t], alpha[:, t + 1]
+                torch.add(prev, lp_blank[:, t], out=cur)
+                cur[:, 1:] = torch.logaddexp(cur[:, 1:], prev[:, :-1] + lp_label[:, t, :-1])
+            batch = torch.arange(B, device=device)
+            loglik = alpha[batch, lengths_t, lengths_u]
+        ctx.save_for_backward(logits, norm, lp_blank, lp_label, alpha, loglik, label_idx)
+        ctx.lengths = (lengths_t, lengths_u)
+        ctx.blank = blank
+        ctx.fused = fused
+        return (-loglik).to(logits.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        logits, norm, lp_blank, lp_label, alpha, loglik, label_idx = ctx.saved_tensors
+        lengths_t, lengths_u = ctx.lengths
+        B, T, U1, V = logits.shape
+        with torch.no_grad():
+            # beta[:, t, u] = log P(finish | after t frames, u labels); 0 at (T_b, U_b).
+            beta = torch.full_like(alpha, float("-inf"))
+            batch = torch.arange(B, device=logits.device)
+            ends: dict[int, list[int]] = {}
+            for b, t_end in enumerate(lengths_t.tolist()):
+                ends.setdefault(t_end, []).append(b)
+            for t in range(T, -1, -1):
+                cur = beta[:, t]
+                if t < T:
+                    nxt = beta[:, t + 1]
+                    torch.add(nxt, lp_blank[:, t], out=cur)
+                    cur[:, :-1] = torch.logaddexp(cur[:, :-1], nxt[:, 1:] + lp_label[:, t, :-1])
+                if t in ends:
+                    idx = batch[ends[t]]
+                    cur[idx, lengths_u[idx]] = 0.0
+            total = loglik[:, None, None]
+            next_label = torch.cat([beta[:, 1:, 1:], torch.full_like(beta[:, 1:, :1], float("-inf"))], 2)
+            post_blank = torch.exp(alpha[:, :-1] + lp_blank + beta[:, 1:] - total)
+            post_label = torch.exp(alpha[:, :-1] + lp_label + next_label - total)
+            # An impossible utterance (U > T) has loglik -inf: no gradient rather than NaN.
+            post_blank = torch.nan_to_num(post_blank, nan=0.0)
+            post_label = torch.nan_to_num(post_label, nan=0.0)
+            grad = _logit_gradient(
+                logits, norm, label_idx, post_blank, post_label, grad_out, ctx.blank, ctx.fused
+            )
+        return grad, None, None, None, None, None
 
 
 def _skew(x: torch.Tensor, T: int, U1: int) -> torch.Tensor:

@@ -258,14 +258,14 @@ def _locked_out(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
     return run
 
 
-#: Model-config fields that only weight the training losses: a resumed run may change them (e.g. a
+#: Model-config fields that only shape the training losses: a resumed run may change them (e.g. a
 #: CTC-only first phase, ``transducer_weight: 0``, then both heads), everything else must match.
-LOSS_WEIGHT_FIELDS = ("ctc_weight", "transducer_weight")
+LOSS_FIELDS = ("ctc_weight", "transducer_weight", "transducer_topology")
 
 
 def _check_resumable(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
     diffs = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    fixed = [k for k in diffs if k not in LOSS_WEIGHT_FIELDS]
+    fixed = [k for k in diffs if k not in LOSS_FIELDS]
     if fixed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} (checkpoint) vs {now.get(k)!r} (now)" for k in fixed)
         raise UserLibriError(f"{path}: resume needs this run's model config; it differs in {detail}")
@@ -463,6 +463,7 @@ def train(
                         [it.tokens for it in batch],
                         chunk_size=chunk,
                         left_chunks=left,
+                        weights=(1.0, 0.0) if step < tc.ctc_only_steps else None,
                     )
                 opt.zero_grad(set_to_none=True)
                 losses["total"].backward()
