@@ -233,10 +233,12 @@ def _tiny_checkpoint(tok, path, seed: int):
     return model
 
 
-def test_no_noise_no_clipping_is_plain_fedavg_from_init(tok, tmp_path) -> None:
+@pytest.mark.parametrize("server_lr, server_momentum", [(1.0, 0.0), (2.0, 0.9)])
+def test_no_noise_no_clipping_is_plain_fedavg_from_init(tok, tmp_path, server_lr, server_momentum) -> None:
     """Noise 0 and a clip no update reaches: one round must give exactly the mean of the
-    clients' locally trained models, starting from the --init model (catches a wrong sign,
-    weighting, server step or initial model)."""
+    clients' locally trained models (times the server learning rate: the momentum buffer starts
+    at zero), starting from the --init model (catches a wrong sign, weighting, server step or
+    initial model)."""
     import torch
 
     from userlibri.lm import neural
@@ -244,7 +246,14 @@ def test_no_noise_no_clipping_is_plain_fedavg_from_init(tok, tmp_path) -> None:
     data = write_clients(tmp_path / "clients", 3)
     init = _tiny_checkpoint(tok, tmp_path / "init.pt", seed=7)
     cfg = FederatedConfig(
-        rounds=1, clients_per_round=3, noise_multiplier=0.0, clip="fixed", initial_clip=1e9, local_lr=0.01
+        rounds=1,
+        clients_per_round=3,
+        noise_multiplier=0.0,
+        clip="fixed",
+        initial_clip=1e9,
+        local_lr=0.01,
+        server_lr=server_lr,
+        server_momentum=server_momentum,
     )
     info = F.train_federated(
         data,
@@ -270,9 +279,17 @@ def test_no_noise_no_clipping_is_plain_fedavg_from_init(tok, tmp_path) -> None:
     moved = 0.0
     for k, v in fed.state_dict().items():
         mean = torch.stack([sd[k] for sd in locals_]).mean(0)
-        assert torch.allclose(v, mean, atol=1e-6), k
-        moved = max(moved, float((mean - init.state_dict()[k]).abs().max()))
+        start = init.state_dict()[k]
+        assert torch.allclose(v, start + server_lr * (mean - start), atol=1e-6), k
+        moved = max(moved, float((mean - start).abs().max()))
     assert moved > 1e-3  # the clients did train
+    if server_momentum > 0:  # the checkpoint keeps the momentum buffer: the mean update
+        velocity = A.load_state(tmp_path / "lm.fed" / "checkpoint.pt")["velocity"]
+        assert velocity.keys() == init.state_dict().keys()
+        assert all(
+            torch.allclose(velocity[k] * server_lr, fed.state_dict()[k] - init.state_dict()[k], atol=1e-5)
+            for k in velocity
+        )
     # The updates' norms are those of local model - init (the clip never bit).
     expected = sorted(
         float(torch.sqrt(sum(((sd[k] - init.state_dict()[k]) ** 2).sum() for k in sd))) for sd in locals_
@@ -281,8 +298,54 @@ def test_no_noise_no_clipping_is_plain_fedavg_from_init(tok, tmp_path) -> None:
     mean_update = torch.sqrt(
         sum(((fed.state_dict()[k] - init.state_dict()[k]).double() ** 2).sum() for k in locals_[0])
     )
-    assert h["mean_clipped_update_norm"] == pytest.approx(float(mean_update), rel=1e-4)
+    assert h["mean_clipped_update_norm"] == pytest.approx(float(mean_update) / server_lr, rel=1e-4)
     assert h["noise_norm"] == 0.0
+
+
+def test_server_step_momentum() -> None:
+    import torch
+
+    cur = {"w": torch.tensor([1.0, 2.0])}
+    new, v = A.server_step(cur, {"w": torch.tensor([2.0, 2.0])}, None, 0.9, 0.5)
+    assert torch.allclose(v["w"], torch.tensor([1.0, 0.0])) and torch.allclose(
+        new["w"], torch.tensor([1.5, 2.0])
+    )
+    new, v = A.server_step(new, {"w": torch.tensor([1.5, 3.5])}, v, 0.9, 0.5)
+    assert torch.allclose(v["w"], torch.tensor([0.9, 1.5]))  # 0.9 * [1, 0] + [0, 1.5]
+    assert torch.allclose(new["w"], torch.tensor([1.95, 2.75]))
+    assert {"server_lr", "server_momentum"}.isdisjoint(FederatedConfig().fingerprint())
+    assert FederatedConfig(server_momentum=0.9).fingerprint()["server_momentum"] == 0.9
+    for bad in ({"server_momentum": 1.0}, {"server_momentum": -0.1}, {"server_lr": 0.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            FederatedConfig(**bad).validate()  # type: ignore[arg-type]
+
+
+def test_resume_keeps_server_momentum(tok, tmp_path) -> None:
+    """All clients every round and no noise make a run deterministic: 2 rounds straight equal
+    1 round, then a resume to 2 (the momentum buffer must come back from the checkpoint)."""
+    import torch
+
+    from userlibri.lm import neural
+
+    data = write_clients(tmp_path / "clients", 3)
+    cfg = FederatedConfig(
+        rounds=2,
+        clients_per_round=3,
+        noise_multiplier=0.0,
+        clip="fixed",
+        initial_clip=1e9,
+        local_lr=0.02,
+        server_momentum=0.9,
+    )
+    common = dict(model_overrides=TINY, backend="inprocess", int8=False, progress=False)
+    F.train_federated(data, tok.path, tmp_path / "straight", cfg, **common)
+    one = dataclasses.replace(cfg, rounds=1)
+    F.train_federated(data, tok.path, tmp_path / "resumed", one, **common)
+    info = F.train_federated(data, tok.path, tmp_path / "resumed", cfg, resume=True, **common)
+    assert info["history"][-1]["server_velocity_norm"] > 0
+    a = neural.load_checkpoint(tmp_path / "straight" / "lm.pt")[0].state_dict()
+    b = neural.load_checkpoint(tmp_path / "resumed" / "lm.pt")[0].state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_sgd_client_step_and_fingerprint(tok) -> None:

@@ -21,6 +21,8 @@ from userlibri.lm.federated_config import (
     DEFAULT_NOISE_MULTIPLIER,
     DEFAULT_ROUND_TIMEOUT,
     DEFAULT_ROUNDS,
+    DEFAULT_SERVER_LR,
+    DEFAULT_SERVER_MOMENTUM,
     DEFAULT_TARGET_QUANTILE,
     LOCAL_OPTIMIZERS,
     RUN_MODES,
@@ -85,6 +87,20 @@ def _seed(ctx: click.Context) -> int:
     help="Client optimizer (Adam with fresh state each round, or SGD as Andrew et al. 2021).",
 )
 @click.option("--local-batch-size", type=int, default=DEFAULT_LOCAL_BATCH_SIZE, show_default=True)
+@click.option(
+    "--server-lr",
+    type=float,
+    default=DEFAULT_SERVER_LR,
+    show_default=True,
+    help="Server learning rate on the noisy averaged update (1 with no momentum: plain FedAvg).",
+)
+@click.option(
+    "--server-momentum",
+    type=float,
+    default=DEFAULT_SERVER_MOMENTUM,
+    show_default=True,
+    help="Server momentum (DP-FedAvgM; Andrew et al. 2021 use 0.9); post-processing, no privacy cost.",
+)
 @click.option(
     "--noise-multiplier",
     type=float,
@@ -197,6 +213,8 @@ def federated(
     local_lr: float,
     local_optimizer: str,
     local_batch_size: int,
+    server_lr: float,
+    server_momentum: float,
     noise_multiplier: float,
     clip_mode: str,
     initial_clip: float,
@@ -232,6 +250,8 @@ def federated(
         local_batch_size=local_batch_size,
         local_lr=local_lr,
         local_optimizer=local_optimizer,  # type: ignore[arg-type]
+        server_lr=server_lr,
+        server_momentum=server_momentum,
         max_tokens=max_tokens,
         clip=clip_mode,  # type: ignore[arg-type]
         noise_multiplier=noise_multiplier,

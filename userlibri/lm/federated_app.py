@@ -288,15 +288,37 @@ def _norm(update: list[np.ndarray]) -> float:
     return float(math.sqrt(sum(float(np.sum(np.square(u, dtype=np.float64))) for u in update)))
 
 
+def server_step(
+    current: dict[str, torch.Tensor],
+    averaged: dict[str, torch.Tensor],
+    velocity: dict[str, torch.Tensor] | None,
+    momentum: float,
+    lr: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The server optimizer (SGD with momentum on the noisy averaged update, DP-FedAvgM):
+    ``v = momentum * v + (averaged - current)``, ``new = current + lr * v``; returns
+    ``(new, v)``. ``velocity`` None is a zero buffer (the first round)."""
+    new, v = {}, {}
+    for k, c in current.items():
+        d = averaged[k].to(torch.float64) - c.to(torch.float64)
+        v[k] = d if velocity is None else momentum * velocity[k].to(torch.float64) + d
+        new[k] = (c.to(torch.float64) + lr * v[k]).to(c.dtype)
+        v[k] = v[k].to(torch.float32)
+    return new, v
+
+
 class RoundLog(Strategy):
     """The outermost strategy: delegates to the DP strategy, drops failed replies (logged) so a
-    round finishes with the clients that answered, and keeps per-round statistics."""
+    round finishes with the clients that answered, applies the server step (``server_step``,
+    when not plain FedAvg) to the DP average, and keeps per-round statistics."""
 
     def __init__(self, dp: Strategy, config: FederatedConfig) -> None:
         super().__init__()
         self.dp = dp
         self.config = config
         self.current: ArrayRecord | None = None
+        #: The server momentum buffer (checkpointed), None before the first server step.
+        self.velocity: dict[str, torch.Tensor] | None = None
         self.sampled = 0
         self.stats: dict[str, Any] = {}
 
@@ -369,6 +391,18 @@ class RoundLog(Strategy):
             self.stats["noisy_clipped_fraction"] = self.dp.noisy_clipped_fraction
         if metrics is not None:
             self.stats["loss"] = float(metrics["loss"])
+        cfg = self.config
+        plain = cfg.server_momentum == 0 and cfg.server_lr == 1
+        if arrays is not None and self.current is not None and not plain:
+            new, self.velocity = server_step(
+                self.current.to_torch_state_dict(),
+                arrays.to_torch_state_dict(),
+                self.velocity,
+                cfg.server_momentum,
+                cfg.server_lr,
+            )
+            self.stats["server_velocity_norm"] = _norm([v.numpy() for v in self.velocity.values()])
+            arrays = ArrayRecord(new)
         return arrays, metrics
 
     def configure_evaluate(
@@ -481,6 +515,8 @@ def run_server(grid: Grid, job: FederatedJob, progress: ProgressFn | None = None
         model.load_state_dict(state["state_dict"])
         _set_rng_state(state["rng"])
         meta = {k: state[k] for k in ("round", "clip", "history", "initial_dev_perplexity")}
+        if state.get("velocity") is not None:
+            meta["velocity"] = state["velocity"]
     else:
         torch.manual_seed(cfg.seed)
         model = neural.LstmLM(NeuralLMConfig(**job.model))
@@ -495,6 +531,7 @@ def run_server(grid: Grid, job: FederatedJob, progress: ProgressFn | None = None
         log.info("checkpoint already at round %d of %d: nothing to train", start, cfg.rounds)
         return
     strategy = build_strategy(cfg, len(job.clients), float(meta["clip"]))
+    strategy.velocity = meta.get("velocity")
     t0 = time.perf_counter()
 
     def after_round(local_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -511,6 +548,8 @@ def run_server(grid: Grid, job: FederatedJob, progress: ProgressFn | None = None
         meta["history"].append(entry)
         meta["round"] = r
         meta["clip"] = entry.get("next_clip", meta["clip"])
+        if strategy.velocity is not None:
+            meta["velocity"] = strategy.velocity
         save_state(job.checkpoint_path, job, model, meta)
         with job.progress_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")

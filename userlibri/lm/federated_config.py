@@ -21,6 +21,11 @@ DEFAULT_LOCAL_BATCH_SIZE = 16
 DEFAULT_LOCAL_LR = 2e-3
 #: Client optimizers: Adam (fresh state each round) or plain SGD, as Andrew et al. (2021) use.
 LOCAL_OPTIMIZERS = ("adam", "sgd")
+#: Server optimizer: the new global model is ``global + server_lr * v`` with the momentum buffer
+#: ``v = server_momentum * v + noisy averaged update`` (DP-FedAvgM, Andrew et al. use 0.9 and 1.0).
+#: The defaults (0, 1) are plain FedAvg.
+DEFAULT_SERVER_MOMENTUM = 0.0
+DEFAULT_SERVER_LR = 1.0
 DEFAULT_NOISE_MULTIPLIER = 0.5
 #: Andrew et al. (2021) start the adaptive clip at 0.1 and move it with a geometric rate of 0.2.
 DEFAULT_INITIAL_CLIP = 0.1
@@ -43,7 +48,9 @@ class FederatedConfig:
     the global model on its own text (``local_*``; Adam or SGD); the server clips every update to the
     clip norm (``clip='fixed'``: ``initial_clip`` throughout; ``'adaptive'``: moved each round
     toward the ``target_quantile`` of update norms, Andrew et al. 2021), averages them with equal
-    weights and adds Gaussian noise of std ``noise_multiplier * clip / clients_per_round``."""
+    weights and adds Gaussian noise of std ``noise_multiplier * clip / clients_per_round``; the
+    noisy average then takes a server step (``server_lr``, ``server_momentum``: post-processing,
+    so the privacy guarantee is unchanged)."""
 
     rounds: int = DEFAULT_ROUNDS
     clients_per_round: int = DEFAULT_CLIENTS_PER_ROUND
@@ -51,6 +58,8 @@ class FederatedConfig:
     local_batch_size: int = DEFAULT_LOCAL_BATCH_SIZE
     local_lr: float = DEFAULT_LOCAL_LR
     local_optimizer: Literal["adam", "sgd"] = "adam"
+    server_lr: float = DEFAULT_SERVER_LR
+    server_momentum: float = DEFAULT_SERVER_MOMENTUM
     max_tokens: int = DEFAULT_MAX_TOKENS
     clip: Literal["fixed", "adaptive"] = "adaptive"
     #: Total noise multiplier z. With adaptive clipping part of the privacy budget goes to the
@@ -79,7 +88,7 @@ class FederatedConfig:
         for name in ("rounds", "clients_per_round", "local_batch_size", "threads", "parallel", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected >= 1, found {getattr(self, name)}")
-        for name in ("local_epochs", "local_lr", "initial_clip", "clip_lr", "round_timeout"):
+        for name in ("local_epochs", "local_lr", "server_lr", "initial_clip", "clip_lr", "round_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}: expected > 0, found {getattr(self, name)}")
         if self.max_tokens < 2:
@@ -88,6 +97,8 @@ class FederatedConfig:
             raise ConfigError(
                 f"local_optimizer: expected one of {LOCAL_OPTIMIZERS}, found {self.local_optimizer!r}"
             )
+        if not 0 <= self.server_momentum < 1:
+            raise ConfigError(f"server_momentum: expected in [0, 1), found {self.server_momentum}")
         if self.clip not in CLIP_MODES:
             raise ConfigError(f"clip: expected one of {CLIP_MODES}, found {self.clip!r}")
         if not self.noise_multiplier >= 0:
@@ -117,13 +128,19 @@ class FederatedConfig:
         return float((z**-2 - (2 * self.count_stddev()) ** -2) ** -0.5)
 
     def fingerprint(self) -> dict[str, Any]:
-        """The fields a resumed run must keep (``local_optimizer`` only when not the default
-        Adam, so that checkpoints written before the option existed still resume)."""
+        """The fields a resumed run must keep (``local_optimizer`` and the server step only when
+        not their defaults, so that checkpoints written before those options existed still
+        resume)."""
         d = dataclasses.asdict(self)
         for k in UNFINGERPRINTED:
             d.pop(k)
-        if d["local_optimizer"] == "adam":
-            d.pop("local_optimizer")
+        for k, default in (
+            ("local_optimizer", "adam"),
+            ("server_lr", DEFAULT_SERVER_LR),
+            ("server_momentum", DEFAULT_SERVER_MOMENTUM),
+        ):
+            if d[k] == default:
+                d.pop(k)
         return d
 
 
