@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CONNECTION = "userlibri-loopback"
 DEFAULT_STARTUP_TIMEOUT = 60.0
 DEFAULT_STOP_TIMEOUT = 10.0
+DEFAULT_GROUP_GONE_TIMEOUT = 10.0
 APP_NAME = "userlibri-federated-lm"
 
 
@@ -126,9 +127,32 @@ class _Processes:
             except ProcessLookupError:
                 pass
             p.wait()
+        for name, p, _ in reversed(self.procs):
+            _wait_group_gone(name, p.pid, DEFAULT_GROUP_GONE_TIMEOUT)
 
     def pids(self) -> list[int]:
         return [p.pid for _, p, _ in self.procs]
+
+
+def _wait_group_gone(name: str, pgid: int, timeout: float) -> None:
+    """Wait (bounded) until process group ``pgid`` has no member left. Killed grandchildren were
+    re-parented to init and stay visible as zombies until it reaps them, so SIGKILL alone does
+    not mean the group is gone; members that are our own children we reap here."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            while os.waitpid(-pgid, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() >= deadline:
+            log.warning("process group of %s (%d) still not gone %g s after SIGKILL", name, pgid, timeout)
+            return
+        time.sleep(0.05)
 
 
 def _wait_for_port(port: int, procs: _Processes, timeout: float) -> None:
