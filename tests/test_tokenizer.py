@@ -54,6 +54,9 @@ def test_round_trip_and_special_ids(tmp_path: Path, model_type: str) -> None:
     ids = tok.encode("THE MILLER")
     assert tok.decode([0, *ids, 1]) == "THE MILLER"
     assert tok.unk_id in tok.encode("THE ZEBRA")
+    # A bare word-boundary piece before a word-initial one (a model may emit it) gives one space.
+    bare = tok.piece_to_id("\u2581")
+    assert tok.decode([*ids, bare, bare, *tok.encode("THE")]) == "THE MILLER THE"
     # A loaded copy is the same model.
     loaded = Tokenizer.load(tmp_path)
     assert loaded.model_id == tok.model_id and loaded.pieces == tok.pieces

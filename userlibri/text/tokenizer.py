@@ -131,8 +131,10 @@ class Tokenizer:
         return self._sp.encode(text, out_type=str)
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids``; special ids (blank, sos/eos) decode to nothing."""
-        return self._sp.decode([int(i) for i in ids])
+        """Text of ``ids``, single-spaced; special ids (blank, sos/eos) decode to nothing. (A model
+        may emit a bare word-boundary piece before a word-initial one: sentencepiece alone would
+        give a double space.)"""
+        return " ".join(self._sp.decode([int(i) for i in ids]).split())
 
     def write_tokens_txt(self, path: str | Path) -> None:
         """Write ``<piece> <id>`` lines, the ``tokens.txt`` sherpa-onnx reads, atomically."""
