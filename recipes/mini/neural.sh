@@ -4,9 +4,11 @@
 # user book a non-private fine-tune and DP-SGD fine-tunes at several epsilons, then the held-out
 # perplexity table next to the n-gram LMs. About 25 minutes on 2 cores.
 # The LMs use the shipped acoustic model's tokenizer when one is shipped (so that `bench wer` can
-# fuse them into its beam search), else --tokenizer, else a 500-piece one trained on the text.
+# fuse them into its beam search), else --tokenizer, else (or with --tokenizer own) a 500-piece one
+# trained on the text. The shipped mini model's 34 pieces make sequences ~4x longer than 500 pieces:
+# measured 3-7 s per background-LM step on one shared core, ~1-2.5 h for the background LM alone.
 #
-#   recipes/mini/neural.sh [--work DIR] [--bg-sentences N] [--epsilons "1 4 8"] [--tokenizer FILE]
+#   recipes/mini/neural.sh [--work DIR] [--bg-sentences N] [--epsilons "1 4 8"] [--tokenizer FILE|own]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -20,7 +22,7 @@ while (($#)); do
     --bg-sentences) bg_sentences=$2; shift 2 ;;
     --epsilons) epsilons=$2; shift 2 ;;
     --tokenizer) tokenizer=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -49,6 +51,7 @@ if [[ -z $tokenizer ]]; then
   tokenizer=$("$py" -c 'from userlibri.models import model_dir, shipped_models
 if shipped_models(): print(model_dir() / "tokenizer.model")')
 fi
+if [[ $tokenizer == own ]]; then tokenizer=; fi
 if [[ -n $tokenizer ]]; then
   echo "== tokenizer: $tokenizer"
   mkdir -p "$nlm/tok"
