@@ -103,6 +103,16 @@ REQUIRED_META = (
 _SHARED_META = tuple(k for k in REQUIRED_META if k not in ("role", "precision"))
 
 
+def default_precision(model_dir: str | Path) -> str:
+    """``float`` when ``model_dir`` holds the float encoder, else the first of int8, ort-int8, ort
+    it holds (the shipped models are int8 only); ``float`` when it holds none (the loader then
+    names what is missing)."""
+    for precision in ("float", "int8", "ort-int8", "ort"):
+        if (Path(model_dir) / model_file("encoder", precision)).is_file():
+            return precision
+    return "float"
+
+
 def model_file(role: str, precision: str) -> str:
     """File name of ``role`` at ``precision`` (``decoder`` + ``int8`` -> ``decoder.int8.onnx``)."""
     if precision not in PRECISION_SUFFIX:

@@ -140,10 +140,9 @@ def wer(
 
         model = model_dir()
     if precision is None:
-        from userlibri.asr.onnx_model import model_file
+        from userlibri.asr.onnx_model import default_precision
 
-        has_float = (model / model_file("encoder", "float")).is_file()
-        precision = "float" if has_float or not (model / model_file("encoder", "int8")).is_file() else "int8"
+        precision = default_precision(model)
     conditions = condition_matrix(_names(modes), _names(kinds), _names(lms), _floats(epsilons, "--epsilons"))
     cfg = BenchConfig(
         dataset=dataset,

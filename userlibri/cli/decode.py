@@ -56,7 +56,10 @@ _IN = click.Path(exists=True, path_type=Path)
 )
 @click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads.")
 @click.option(
-    "--precision", type=click.Choice(["float", "int8", "ort", "ort-int8"]), default="float", show_default=True
+    "--precision",
+    type=click.Choice(["float", "int8", "ort", "ort-int8"]),
+    default=None,
+    help="[default: float when the model directory holds it, else int8 (the shipped models are int8)]",
 )
 @click.option(
     "--manifest",
@@ -83,7 +86,7 @@ def command(
     streaming: bool,
     chunk_ms: int,
     threads: int,
-    precision: str,
+    precision: str | None,
     manifest: Path | None,
     out: Path,
     quiet: bool,
@@ -98,6 +101,10 @@ def command(
         from userlibri.models import model_dir
 
         model = model_dir()
+    if precision is None:
+        from userlibri.asr.onnx_model import default_precision
+
+        precision = default_precision(model)
     if bool(audio) == bool(manifest):
         raise click.UsageError("give either AUDIO files or --manifest (exactly one of them)")
     items = items_from_manifest(manifest) if manifest else items_from_paths(audio)
