@@ -61,6 +61,6 @@ elif run 5; then
   neural=()
   if [[ -n $neural_dir ]]; then kinds=ngram,neural; neural=(--neural-dir "$neural_dir"); fi
   $userlibri bench wer --dataset "$work/UserLibri" --lm-dir "$work/lm" "${neural[@]}" --out "$work/bench" \
-    --kinds "$kinds" --lm-weights 0.2,0.4,0.7 --length-bonuses 0,1 --jobs "$jobs" --quiet
+    --kinds "$kinds" --lm-weights 0.3,0.5,0.8 --length-bonuses 0,0.5,1.5 --jobs "$jobs" --quiet
   cat "$work/bench/results.md"
 fi
