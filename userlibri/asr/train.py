@@ -209,6 +209,8 @@ def evaluate(
         cur.append(i)
     if cur:
         batches.append(cur)
+    # The one-symbol-per-frame model is decoded as it was trained (and as the ONNX searches do).
+    max_symbols = 1 if model.config.transducer_topology == "modified" else 3
     for batch in batches:
         feats, lens = collate([sets[items[i].set_index][items[i].utt_index] for i in batch], stats)
         feats, lens = feats.to(device), lens.to(device)
@@ -216,7 +218,7 @@ def evaluate(
             enc, enc_lens = model.encoder(feats, lens, chunk, left)
             for key, out in (
                 ("ctc", ctc_greedy(model.ctc_head(enc), enc_lens, model.config.blank_id)),
-                ("transducer", transducer_greedy(model, enc, enc_lens)),
+                ("transducer", transducer_greedy(model, enc, enc_lens, max_symbols)),
             ):
                 for i, toks in zip(batch, out, strict=True):
                     hyps[f"{name}_{key}"][i] = tokenizer.decode(toks)
