@@ -149,14 +149,10 @@ class _RNNTLoss(torch.autograd.Function):
         fused: bool,
     ) -> torch.Tensor:
         B, T, U1, V = logits.shape
-        work = torch.float64 if logits.dtype == torch.float64 else torch.float32
         device = logits.device
-        targets = targets.long().clamp(0, V - 1)  # padding entries are masked below
-        lengths_t = logit_lengths.long().to(device)
-        lengths_u = target_lengths.long().to(device)
         with torch.no_grad():
-            label_idx, lp_blank, lp_label, norm = _transition_log_probs(
-                logits, targets, lengths_t, lengths_u, blank, fused, work
+            lengths_t, lengths_u, label_idx, lp_blank, lp_label, norm = _transition_log_probs(
+                logits, targets, logit_lengths, target_lengths, blank, fused
             )
             skew_blank, skew_label = _skew(lp_blank, T, U1), _skew(lp_label, T, U1)
             alpha = _alpha(skew_blank, skew_label)  # (B, N, U1)
@@ -178,7 +174,7 @@ class _RNNTLoss(torch.autograd.Function):
             beta = _beta(skew_blank, skew_label, lengths_t, lengths_u)  # (B, N, U1)
             # Posterior probability of each transition: alpha * p(transition) * beta(next) / total.
             next_blank = beta[:, 1:]  # cell (t+1, u) is on diagonal n+1, position u
-            next_label = torch.cat([beta[:, 1:, 1:], torch.full_like(beta[:, 1:, :1], float("-inf"))], 2)
+            next_label = _next_label(beta)
             total = loglik[:, None, None]
             post_blank = torch.exp(alpha[:, :-1] + skew_blank[:, :-1] + next_blank - total)
             post_label = torch.exp(alpha[:, :-1] + skew_label[:, :-1] + next_label - total)
@@ -193,16 +189,20 @@ class _RNNTLoss(torch.autograd.Function):
 def _transition_log_probs(
     logits: torch.Tensor,
     targets: torch.Tensor,
-    lengths_t: torch.Tensor,
-    lengths_u: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
     blank: int,
     fused: bool,
-    work: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(label index (B, U1), blank and label log-probs (B, T, U1) masked to -inf outside each
-    utterance's lattice, log-partition (B, T, U1) for the backward pass)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(frames (B,), tokens (B,), label index (B, U1), blank and label log-probs (B, T, U1) masked
+    to -inf outside each utterance's lattice, log-partition (B, T, U1) for the backward pass), in
+    float64 for float64 logits, else float32."""
     B, T, U1, V = logits.shape
     device = logits.device
+    work = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    targets = targets.long().clamp(0, V - 1)  # padding entries are masked below
+    lengths_t = logit_lengths.long().to(device)
+    lengths_u = target_lengths.long().to(device)
     label_idx = torch.cat([targets, targets.new_zeros((B, 1))], dim=1)  # (B, U1); last unused
     gather_idx = label_idx[:, None, :, None].expand(B, T, U1, 1)
     if fused:
@@ -223,7 +223,7 @@ def _transition_log_probs(
     neg_inf = torch.tensor(float("-inf"), dtype=work, device=device)
     lp_blank = torch.where(inside_t & (u_grid <= lengths_u[:, None, None]), lp_blank, neg_inf)
     lp_label = torch.where(inside_t & (u_grid < lengths_u[:, None, None]), lp_label, neg_inf)
-    return label_idx, lp_blank, lp_label, norm
+    return lengths_t, lengths_u, label_idx, lp_blank, lp_label, norm
 
 
 def _logit_gradient(
@@ -266,17 +266,13 @@ class _ModifiedRNNTLoss(torch.autograd.Function):
         fused: bool,
     ) -> torch.Tensor:
         B, T, U1, V = logits.shape
-        work = torch.float64 if logits.dtype == torch.float64 else torch.float32
         device = logits.device
-        targets = targets.long().clamp(0, V - 1)
-        lengths_t = logit_lengths.long().to(device)
-        lengths_u = target_lengths.long().to(device)
         with torch.no_grad():
-            label_idx, lp_blank, lp_label, norm = _transition_log_probs(
-                logits, targets, lengths_t, lengths_u, blank, fused, work
+            lengths_t, lengths_u, label_idx, lp_blank, lp_label, norm = _transition_log_probs(
+                logits, targets, logit_lengths, target_lengths, blank, fused
             )
             # alpha[:, t, u] = log P(after t frames, u labels emitted)
-            alpha = torch.full((B, T + 1, U1), float("-inf"), dtype=work, device=device)
+            alpha = torch.full((B, T + 1, U1), float("-inf"), dtype=lp_blank.dtype, device=device)
             alpha[:, 0, 0] = 0.0
             for t in range(T):
                 prev, cur = alpha[:, t], alpha[:, t + 1]
@@ -299,9 +295,7 @@ class _ModifiedRNNTLoss(torch.autograd.Function):
             # beta[:, t, u] = log P(finish | after t frames, u labels); 0 at (T_b, U_b).
             beta = torch.full_like(alpha, float("-inf"))
             batch = torch.arange(B, device=logits.device)
-            ends: dict[int, list[int]] = {}
-            for b, t_end in enumerate(lengths_t.tolist()):
-                ends.setdefault(t_end, []).append(b)
+            ends = _group_by_end(lengths_t)
             for t in range(T, -1, -1):
                 cur = beta[:, t]
                 if t < T:
@@ -312,7 +306,7 @@ class _ModifiedRNNTLoss(torch.autograd.Function):
                     idx = batch[ends[t]]
                     cur[idx, lengths_u[idx]] = 0.0
             total = loglik[:, None, None]
-            next_label = torch.cat([beta[:, 1:, 1:], torch.full_like(beta[:, 1:, :1], float("-inf"))], 2)
+            next_label = _next_label(beta)
             post_blank = torch.exp(alpha[:, :-1] + lp_blank + beta[:, 1:] - total)
             post_label = torch.exp(alpha[:, :-1] + lp_label + next_label - total)
             # An impossible utterance (U > T) has loglik -inf: no gradient rather than NaN.
@@ -322,6 +316,20 @@ class _ModifiedRNNTLoss(torch.autograd.Function):
                 logits, norm, label_idx, post_blank, post_label, grad_out, ctx.blank, ctx.fused
             )
         return grad, None, None, None, None, None
+
+
+def _group_by_end(ends: torch.Tensor) -> dict[int, list[int]]:
+    """End index (a diagonal or a frame) -> the utterances that end there, for the beta recursions."""
+    groups: dict[int, list[int]] = {}
+    for b, end in enumerate(ends.tolist()):
+        groups.setdefault(end, []).append(b)
+    return groups
+
+
+def _next_label(beta: torch.Tensor) -> torch.Tensor:
+    """beta of the cell a label leads to, (B, N-1, U1): one step on, one token further (-inf past
+    the last token)."""
+    return torch.cat([beta[:, 1:, 1:], torch.full_like(beta[:, 1:, :1], float("-inf"))], 2)
 
 
 def _skew(x: torch.Tensor, T: int, U1: int) -> torch.Tensor:
@@ -362,10 +370,7 @@ def _beta(
     B, N, U1 = skew_blank.shape
     beta = torch.full_like(skew_blank, float("-inf"))
     batch = torch.arange(B, device=beta.device)
-    end_diag = (lengths_t + lengths_u).tolist()
-    ends: dict[int, list[int]] = {}
-    for b, n in enumerate(end_diag):
-        ends.setdefault(n, []).append(b)
+    ends = _group_by_end(lengths_t + lengths_u)
     for n in range(N - 1, -1, -1):
         cur = beta[:, n]
         if n < N - 1:
