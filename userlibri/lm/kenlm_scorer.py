@@ -221,7 +221,8 @@ class KenLMWordScorer:
         return self._lookahead.get(prefix, self.unknown_prefix_score)
 
     def _initial_lookahead(self, text: str) -> float:
-        return self._lookahead.get(text, self.unknown_prefix_score) if text else 0.0
+        """Look-ahead after a word-start piece: of ``text``, or 0 for a bare word boundary."""
+        return self.prefix_score(text) if text else 0.0
 
     def start_state(self) -> WordState:
         """After ``<s>``, no pending word."""
