@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Neural per-user LMs for the mini UserLibri build (run after recipes/mini/run.sh stage 3):
 # a background LSTM LM on general text (books no test user reads + State of the Union), then per
-# user book a non-private fine-tune and DP-SGD fine-tunes at several epsilons, then the held-out
-# perplexity table next to the n-gram LMs. About 25 minutes on 2 cores.
+# user book a non-private fine-tune and DP-SGD fine-tunes at several epsilons, a DP word n-gram
+# sampled from each DP-SGD LM (into $work/lm/<book>/eps<E>, where `bench wer` looks), then the
+# held-out perplexity table next to the n-gram LMs. About 25 minutes on 2 cores.
 # The LMs use the shipped acoustic model's tokenizer when one is shipped (so that `bench wer` can
 # fuse them into its beam search), else --tokenizer, else (or with --tokenizer own) a 500-piece one
 # trained on the text. The shipped mini model's 34 pieces make sequences ~4x longer than 500 pieces:
@@ -73,6 +74,14 @@ for book in $user_books; do
   for eps in $epsilons; do
     $userlibri lm neural-personalize --background "$nlm/background" --input "$train" --tokenizer "$nlm/tok" \
       --out "$nlm/$book/eps$eps" --privacy dp-sgd --target-epsilon "$eps" --threads 2 --dev "$dev"
+  done
+done
+
+echo "== DP n-gram LMs: sentences sampled from each DP-SGD LM (post-processing: same epsilon)"
+for book in $user_books; do
+  for eps in $epsilons; do
+    $userlibri lm sampled-ngram --neural "$nlm/$book/eps$eps" --tokenizer "$nlm/tok" \
+      --out "$work/lm/$book/eps$eps" --background "$work/lm/background/ngram.arpa"
   done
 done
 

@@ -1,4 +1,5 @@
-"""``userlibri lm neural-train | neural-personalize | privacy-report``: the neural LM and its privacy.
+"""``userlibri lm neural-train | neural-personalize | privacy-report | sampled-ngram``: the neural LM,
+its privacy, and the DP n-gram sampled from it.
 
 The commands are collected in ``COMMANDS`` and attached to the ``lm`` group by ``cli/lm.py``.
 """
@@ -19,6 +20,8 @@ from userlibri.lm.neural_config import (
     PrivacyConfig,
     TrainConfig,
 )
+from userlibri.lm.ngram import DEFAULT_NGRAM_ORDER
+from userlibri.lm.sampled_ngram import DEFAULT_MIX_WEIGHT, DEFAULT_SAMPLED_SENTENCES, build_sampled_ngram
 from userlibri.privacy import accounting
 
 _INPUT = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -249,4 +252,98 @@ def privacy_report(
         click.echo(f"gap {pair}: {100 * gap:.2f}%")
 
 
-COMMANDS = [neural_train, neural_personalize, privacy_report]
+@click.command("sampled-ngram")
+@click.option(
+    "--neural",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Neural LM directory (lm.onnx or lm.int8.onnx, privacy.json), e.g. a DP-SGD fine-tune.",
+)
+@click.option(
+    "--tokenizer",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Sentencepiece model (or its directory) the neural LM was trained with.",
+)
+@click.option("--out", type=_OUT, required=True, help="Output n-gram directory (written atomically).")
+@click.option(
+    "--sentences", type=int, default=DEFAULT_SAMPLED_SENTENCES, show_default=True, help="Sentences to sample."
+)
+@click.option("--order", type=int, default=DEFAULT_NGRAM_ORDER, show_default=True, help="N-gram order.")
+@click.option(
+    "--background",
+    type=_INPUT,
+    default=None,
+    help="Public background n-gram ARPA: also write mix.arpa/mix.bin.",
+)
+@click.option(
+    "--mix-weight",
+    type=float,
+    default=DEFAULT_MIX_WEIGHT,
+    show_default=True,
+    help="Weight of the sampled n-gram in the mixture (fixed: tuning it on user text would spend privacy).",
+)
+@click.option(
+    "--max-tokens",
+    type=int,
+    default=DEFAULT_MAX_TOKENS,
+    show_default=True,
+    help="Samples running longer are cut here.",
+)
+@click.option(
+    "--keep-truncated/--drop-truncated",
+    default=True,
+    show_default=True,
+    help="Keep samples cut at --max-tokens (less their last word) or drop them.",
+)
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature.")
+@click.option(
+    "--precision",
+    type=click.Choice(["float", "int8"]),
+    default="float",
+    show_default=True,
+    help="Which ONNX file samples.",
+)
+@click.option("--seed", type=int, default=None, help="Sampling seed [default: the global --seed].")
+@click.pass_context
+def sampled_ngram(
+    ctx: click.Context,
+    neural: Path,
+    tokenizer: Path,
+    out: Path,
+    sentences: int,
+    order: int,
+    background: Path | None,
+    mix_weight: float,
+    max_tokens: int,
+    keep_truncated: bool,
+    temperature: float,
+    precision: str,
+    seed: int | None,
+) -> None:
+    """A DP word n-gram by post-processing a DP neural LM: sample sentences from it and estimate an
+    n-gram on them (optionally mixed with a public background n-gram); writes ngram.*, mix.*,
+    samples.txt, privacy.json (the neural LM's epsilon) and sampled.json."""
+    info = build_sampled_ngram(
+        neural,
+        tokenizer,
+        out,
+        sentences=sentences,
+        order=order,
+        seed=_seed(ctx) if seed is None else seed,
+        background=background,
+        mix_weight=mix_weight,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        keep_truncated=keep_truncated,
+        precision=precision,
+    )
+    s = info["sampled"]
+    click.echo(
+        f"{out}: {s['kept']} of {s['requested']} sampled sentences kept "
+        f"({info['sentences_per_second']:.0f}/s), n-gram counts {info['counts']['sampled']}, "
+        f"{info['seconds']['total']:.1f} s"
+    )
+
+
+COMMANDS = [neural_train, neural_personalize, privacy_report, sampled_ngram]
