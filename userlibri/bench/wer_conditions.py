@@ -245,11 +245,18 @@ def neural_mix_weight(
     tokenizer: Any,
 ) -> float:
     """Weight of ``personal`` in the linear mixture with ``background`` that maximises the
-    likelihood of ``sentences`` (EM over per-token probabilities, end of sentence included)."""
+    likelihood of ``sentences`` (EM over per-token probabilities, end of sentence included).
+
+    The mixture is over the LMs' own pieces: LMs trained with another tokenizer than
+    ``tokenizer`` (the acoustic model's) are fused word-synchronously, mixed per LM piece."""
     from userlibri.lm.base import load_lm
     from userlibri.lm.evaluate import em_weights
+    from userlibri.lm.neural_word import NeuralWordScorer
 
-    lms = [load_lm("neural-onnx", p, tokenizer) for p in (personal, background)]
+    lms: list[Any] = [load_lm("neural-onnx", p, tokenizer) for p in (personal, background)]
+    if isinstance(lms[0], NeuralWordScorer):
+        tokenizer = lms[0].lm_tokenizer
+        lms = [lm.components[0][0] if isinstance(lm, NeuralWordScorer) else lm for lm in lms]
     columns = []
     for lm in lms:
         probs: list[float] = []

@@ -175,11 +175,15 @@ class _LMPool:
     def get(self, spec: LMSpec) -> Any:
         """The LM of ``spec``: one loaded LM or their linear interpolation."""
         from userlibri.lm.interpolate import InterpolatedLM
+        from userlibri.lm.neural_word import NeuralWordScorer
 
         shared = spec.shared if len(spec.shared) == len(spec.parts) else (False,) * len(spec.parts)
         lms = [self._load(k, p, s) for (k, p), s in zip(spec.parts, shared, strict=True)]
         if len(lms) == 1:
             return lms[0]
+        if all(isinstance(lm, NeuralWordScorer) for lm in lms):
+            # neural LMs over their own tokenizer: mixed per LM piece, inside the word scorer
+            return NeuralWordScorer.mixture(lms, spec.weights)
         return InterpolatedLM(list(zip(lms, spec.weights, strict=True)), mode="linear")
 
 

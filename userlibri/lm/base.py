@@ -95,6 +95,7 @@ def _import_builtin_kinds() -> None:
     # Importing the scorer modules registers their kinds; kept lazy so base stays dependency-free.
     import userlibri.lm.context  # noqa: F401
     import userlibri.lm.kenlm_scorer  # noqa: F401
+    import userlibri.lm.neural_word  # noqa: F401
     import userlibri.lm.onnx_lm  # noqa: F401
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from userlibri.fsio import atomic_path, write_json_atomic
 from userlibri.lm import neural
 from userlibri.lm.neural_export import export_lm
 from userlibri.privacy.accounting import PrivacyReport
-from userlibri.text.tokenizer import Tokenizer
+from userlibri.text.tokenizer import MODEL_FILE, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ def _write_dir(
         neural.save_checkpoint(model, tmp / CHECKPOINT_FILE, report)
         files = export_lm(model, tmp, report, int8=int8)
         report.save(tmp / PRIVACY_FILE)
+        # the tokenizer travels with the LM: a decoder with another tokenizer fuses it word by word
+        shutil.copyfile(info["tokenizer"], tmp / MODEL_FILE)
         info["files"] = {k: v.name for k, v in files.items()}
         info["sizes_bytes"] = {k: v.stat().st_size for k, v in files.items()}
         write_json_atomic(tmp / TRAIN_INFO_FILE, info)

@@ -10,6 +10,7 @@ of a beam in one batched session call per prefix length.
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import numpy as np
 
 from userlibri.errors import DataFormatError, UserLibriError, missing_dependency
 from userlibri.lm.base import register_lm
+
+log = logging.getLogger(__name__)
 
 KIND = "lstm-lm"
 DEFAULT_CACHE_SIZE = 4096
@@ -233,7 +236,30 @@ class OnnxNeuralLM:
 
 
 @register_lm("neural-onnx")
-def load_onnx_lm(path: str | Path, tokenizer: Any | None = None) -> OnnxNeuralLM:
-    """Registry loader: a file, or a directory holding ``lm.onnx``."""
+def load_onnx_lm(path: str | Path, tokenizer: Any | None = None) -> Any:
+    """Registry loader: a file, or a directory holding ``lm.onnx``.
+
+    With the tokenizer the LM was trained with (or none): the LM itself, scoring those ids. With
+    another tokenizer (an acoustic model's): a word-synchronous scorer over the LM's own tokenizer
+    found beside it (:mod:`userlibri.lm.neural_word`), or the mismatch error naming both."""
     path = Path(path)
-    return OnnxNeuralLM(path / "lm.onnx" if path.is_dir() else path, tokenizer)
+    lm = OnnxNeuralLM(path / "lm.onnx" if path.is_dir() else path)
+    if tokenizer is None or getattr(tokenizer, "model_id", None) == lm.meta.tokenizer_id:
+        if tokenizer is not None:
+            lm.check_tokenizer(tokenizer)
+        return lm
+    from userlibri.lm.neural_word import NeuralWordScorer, find_lm_tokenizer
+    from userlibri.text.tokenizer import Tokenizer
+
+    try:
+        own = find_lm_tokenizer(lm.path, lm.meta.tokenizer_id)
+    except DataFormatError as e:
+        try:
+            lm.check_tokenizer(tokenizer)
+        except UserLibriError as mismatch:
+            raise UserLibriError(
+                f"{mismatch}; and no tokenizer of its own to score words with: {e}"
+            ) from None
+        raise
+    log.info("%s: own tokenizer %s: word-synchronous fusion", lm.path, own)
+    return NeuralWordScorer([(lm, 1.0)], Tokenizer.load(own), tokenizer)
