@@ -216,7 +216,9 @@ class LMLayout:
             try:
                 return (self._ngram(rel, names, what),)
             except MissingLM as e:
-                raise MissingLM(f"{e} (lm sampled-ngram builds it: recipes/mini/neural.sh)") from None
+                raise MissingLM(
+                    f"{e} (no DP n-gram LM yet: lm sampled-ngram builds it, see recipes/mini/neural.sh)"
+                ) from None
         if cond.lm == "background":
             return (self._neural("background", what),)
         if cond.lm == "personal":
