@@ -110,10 +110,16 @@ def test_lm_changes_the_answer() -> None:
 def test_joiner_is_batched_and_decoder_outputs_are_cached() -> None:
     model, rng = _model(1, vocab=6, scale=1.0)
     enc = rng.normal(size=(25, 4))
-    TransducerBeamSearch(model.decoder, model.joiner, DecoderConfig(beam=5)).decode(enc)
+    search = TransducerBeamSearch(model.decoder, model.joiner, DecoderConfig(beam=5))
+    first = search.decode(enc)
     assert model.joiner_calls == 25  # one call per frame, all hypotheses at once
     assert model.decoder_calls <= 26  # at most one batched call per frame (+ the start context)
-    assert model.decoder_rows <= 1 + 25 * 5
+    assert model.decoder_rows <= 6 * 6  # each distinct 2-token context once
+    calls = model.decoder_calls
+    assert search.decode(enc) == first  # a second utterance: every context is cached
+    assert model.decoder_calls == calls and model.joiner_calls == 50
+    fresh = TransducerBeamSearch(model.decoder, model.joiner, DecoderConfig(beam=5)).decode(enc)
+    assert fresh == first
 
 
 def test_batched_lm_is_called_once_per_frame() -> None:
