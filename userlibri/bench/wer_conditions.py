@@ -8,14 +8,17 @@ write::
     <ngram_dir>/background/ngram.bin|.arpa        lm users: background word 4-gram
     <ngram_dir>/<book>/ngram.bin|.arpa            lm users: the book's own 4-gram     (personal)
     <ngram_dir>/<book>/mix.bin|.arpa              lm users: + background, EM-tuned    (interpolated)
-    <ngram_dir>/<book>/eps<E>/                    a DP n-gram LM (none is built today: skipped)
+    <ngram_dir>/<book>/eps<E>/mix.bin|ngram.bin   lm sampled-ngram: DP n-gram sampled from the
+                                                  DP-SGD neural LM at epsilon E        (dp-eps<E>)
     <ngram_dir>/<book>/heldout.txt                held-out LM text (neural mixture weight)
     <neural_dir>/background/lm[.int8].onnx        recipes/mini/neural.sh: background LSTM LM
     <neural_dir>/<book>/inf/                      non-private fine-tune                (personal)
     <neural_dir>/<book>/eps<E>/                   DP-SGD fine-tune at epsilon E        (dp-eps<E>)
 
 The neural ``interpolated`` LM is the linear mixture ``l * personal + (1 - l) * background`` with
-``l`` fitted by EM on the book's held-out LM text (never on any audio transcript). A condition
+``l`` fitted by EM on the book's held-out LM text (never on any audio transcript). Neural LMs with a
+tokenizer of their own (not the acoustic model's) are fused word-synchronously
+(:mod:`userlibri.lm.neural_word`), the mixture taken per LM piece. A condition
 whose files are absent for some user is skipped for that user's split, with the reason.
 """
 
