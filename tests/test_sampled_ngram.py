@@ -107,7 +107,7 @@ def test_build_writes_the_bench_layout(tok, neural_dir, tmp_path) -> None:
     assert privacy["delta"] == 1e-4 and privacy["unit"] == "sentence"
     assert "post-processing" in privacy["note"]
     mix = json.loads((out / "mix.json").read_text())
-    assert mix["weights"] == [0.5, 0.5] and "not tuned" in mix["tuned_on"]
+    assert mix["weights"] == [0.2, 0.8] and "not tuned" in mix["tuned_on"]
     sampled = json.loads((out / "sampled.json").read_text())
     assert sampled["config"]["seed"] == 4 and sampled["sampled"]["requested"] == 120
     # `bench wer` finds it as the book's DP n-gram at epsilon 7.5.
