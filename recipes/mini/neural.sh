@@ -4,12 +4,15 @@
 # user book a non-private fine-tune and DP-SGD fine-tunes at several epsilons, a DP word n-gram
 # sampled from each DP-SGD LM (into $work/lm/<book>/eps<E>, where `bench wer` looks), then the
 # held-out perplexity table next to the n-gram LMs. About 25 minutes on 2 cores.
-# The LMs use the shipped acoustic model's tokenizer when one is shipped (so that `bench wer` can
-# fuse them into its beam search), else --tokenizer, else (or with --tokenizer own) a 500-piece one
-# trained on the text. The shipped mini model's 34 pieces make sequences ~4x longer than 500 pieces:
-# measured 3-7 s per background-LM step on one shared core, ~1-2.5 h for the background LM alone.
+# The LMs get their own 500-piece tokenizer trained on the background text (--tokenizer FILE picks
+# another): `bench wer` fuses them into the acoustic model's beam search word by word
+# (userlibri/lm/neural_word.py), whatever the acoustic model's pieces. (With the shipped model's 34
+# pieces as the LM tokenizer, sequences are ~4x longer: 3-7 s per background-LM step, 1-2.5 h.)
+# Stages (--stage N resumes): 0 background text, tokenizer and LM; 1 personal LMs; 2 DP n-grams;
+# 3 perplexity table. Measured on 2 shared cores: stages 0-1 about 31 min, stage 2 about 7 min.
 #
-#   recipes/mini/neural.sh [--work DIR] [--bg-sentences N] [--epsilons "1 4 8"] [--tokenizer FILE|own]
+#   recipes/mini/neural.sh [--work DIR] [--bg-sentences N] [--epsilons "1 4 8"] [--tokenizer FILE]
+#                          [--stage N] [--jobs N]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -17,13 +20,17 @@ work=work/demo
 bg_sentences=40000
 epsilons="1 4 8"
 tokenizer=
+stage=0
+jobs=$(nproc)
 while (($#)); do
   case "$1" in
     --work) work=$2; shift 2 ;;
     --bg-sentences) bg_sentences=$2; shift 2 ;;
     --epsilons) epsilons=$2; shift 2 ;;
     --tokenizer) tokenizer=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --stage) stage=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -34,8 +41,11 @@ nlm="$work/nlm"
 mkdir -p "$nlm"
 user_books=$(cd "$work/lm" && ls -d [0-9]* | sort)
 
-echo "== background text: books no test user reads ($(echo $user_books)) are excluded"
-"$py" - "$books" "$nlm" "$bg_sentences" $user_books <<'PY'
+run() { (($1 >= stage)); }
+
+if run 0; then
+  echo "== background text: books no test user reads ($(echo $user_books)) are excluded"
+  "$py" - "$books" "$nlm" "$bg_sentences" $user_books <<'PY'
 import random, sys
 from pathlib import Path
 from userlibri.lm.users import background_sentences
@@ -47,45 +57,47 @@ random.Random(0).shuffle(sents)
 (out / "bg_dev.txt").write_text("\n".join(sents[n:n + 2000]) + "\n", encoding="utf-8")
 print(f"{min(n, len(sents))} training sentences from {len(per_book)} books")
 PY
-
-if [[ -z $tokenizer ]]; then
-  tokenizer=$("$py" -c 'from userlibri.models import model_dir, shipped_models
-if shipped_models(): print(model_dir() / "tokenizer.model")')
+  if [[ -n $tokenizer ]]; then
+    echo "== tokenizer: $tokenizer"
+    mkdir -p "$nlm/tok"
+    cp "$tokenizer" "$nlm/tok/tokenizer.model"
+  else
+    echo "== tokenizer: 500 pieces trained on the background text"
+    $userlibri lm tokenizer --input "$nlm/bg_train.txt" --out "$nlm/tok" --vocab-size 500
+  fi
+  echo "== background LSTM LM"
+  $userlibri lm neural-train --input "$nlm/bg_train.txt" --tokenizer "$nlm/tok" --out "$nlm/background" \
+    --epochs 2 --threads 2 --dev "$nlm/bg_dev.txt"
 fi
-if [[ $tokenizer == own ]]; then tokenizer=; fi
-if [[ -n $tokenizer ]]; then
-  echo "== tokenizer: $tokenizer"
-  mkdir -p "$nlm/tok"
-  cp "$tokenizer" "$nlm/tok/tokenizer.model"
-else
-  echo "== tokenizer: 500 pieces trained on the background text"
-  $userlibri lm tokenizer --input "$nlm/bg_train.txt" --out "$nlm/tok" --vocab-size 500
-fi
-echo "== background LSTM LM"
-$userlibri lm neural-train --input "$nlm/bg_train.txt" --tokenizer "$nlm/tok" --out "$nlm/background" \
-  --epochs 2 --threads 2 --dev "$nlm/bg_dev.txt"
 
-for book in $user_books; do
-  echo "== book $book: personal LMs (non-private, DP-SGD at epsilon $epsilons)"
-  train="$work/lm/$book/train.txt"
-  dev="$work/lm/$book/heldout.txt"
-  $userlibri lm neural-personalize --background "$nlm/background" --input "$train" --tokenizer "$nlm/tok" \
-    --out "$nlm/$book/inf" --threads 2 --dev "$dev"
-  for eps in $epsilons; do
+if run 1; then
+  for book in $user_books; do
+    echo "== book $book: personal LMs (non-private, DP-SGD at epsilon $epsilons)"
+    train="$work/lm/$book/train.txt"
+    dev="$work/lm/$book/heldout.txt"
     $userlibri lm neural-personalize --background "$nlm/background" --input "$train" --tokenizer "$nlm/tok" \
-      --out "$nlm/$book/eps$eps" --privacy dp-sgd --target-epsilon "$eps" --threads 2 --dev "$dev"
+      --out "$nlm/$book/inf" --threads 2 --dev "$dev"
+    for eps in $epsilons; do
+      $userlibri lm neural-personalize --background "$nlm/background" --input "$train" --tokenizer "$nlm/tok" \
+        --out "$nlm/$book/eps$eps" --privacy dp-sgd --target-epsilon "$eps" --threads 2 --dev "$dev"
+    done
   done
-done
+fi
 
-echo "== DP n-gram LMs: sentences sampled from each DP-SGD LM (post-processing: same epsilon)"
-for book in $user_books; do
-  for eps in $epsilons; do
-    $userlibri lm sampled-ngram --neural "$nlm/$book/eps$eps" --tokenizer "$nlm/tok" \
-      --out "$work/lm/$book/eps$eps" --background "$work/lm/background/ngram.arpa"
-  done
-done
+if run 2; then
+  echo "== DP n-gram LMs: sentences sampled from each DP-SGD LM (post-processing: same epsilon), $jobs at a time"
+  for book in $user_books; do
+    for eps in $epsilons; do
+      echo "$book $eps"
+    done
+  done | xargs -P "$jobs" -n 2 sh -c '"$0" lm sampled-ngram --neural "$1/$3/eps$4" --tokenizer "$1/tok" \
+    --out "$2/lm/$3/eps$4" --background "$2/lm/background/ngram.arpa" > "$1/$3/sampled-eps$4.log" 2>&1 \
+    && echo "book $3 eps $4: $(tail -n 1 "$1/$3/sampled-eps$4.log")"' "$userlibri" "$nlm" "$work"
+fi
 
-echo "== held-out word perplexity: n-gram and neural LMs"
-neural=(--neural "neural-bg=$nlm/background" --neural "neural-personal=$nlm/{book}/inf")
-for eps in $epsilons; do neural+=(--neural "dp-eps$eps=$nlm/{book}/eps$eps"); done
-$userlibri lm eval --users-dir "$work/lm" --tokenizer "$nlm/tok" "${neural[@]}" --json "$nlm/eval.json"
+if run 3; then
+  echo "== held-out word perplexity: n-gram and neural LMs"
+  neural=(--neural "neural-bg=$nlm/background" --neural "neural-personal=$nlm/{book}/inf")
+  for eps in $epsilons; do neural+=(--neural "dp-eps$eps=$nlm/{book}/eps$eps"); done
+  $userlibri lm eval --users-dir "$work/lm" --tokenizer "$nlm/tok" "${neural[@]}" --json "$nlm/eval.json"
+fi
