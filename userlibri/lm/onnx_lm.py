@@ -261,5 +261,5 @@ def load_onnx_lm(path: str | Path, tokenizer: Any | None = None) -> Any:
                 f"{mismatch}; and no tokenizer of its own to score words with: {e}"
             ) from None
         raise
-    log.info("%s: own tokenizer %s: word-synchronous fusion", lm.path, own)
+    log.debug("%s: own tokenizer %s: word-synchronous fusion", lm.path, own)
     return NeuralWordScorer([(lm, 1.0)], Tokenizer.load(own), tokenizer)
