@@ -403,31 +403,3 @@ def test_hypotheses_are_immutable_values() -> None:
     assert h.as_dict()["tokens"] == list(h.tokens) and len(h.timestamps) == len(h.tokens)
     with pytest.raises(AttributeError):
         h.score = 0.0  # type: ignore[misc]
-
-
-def test_gc_is_paused_only_inside_advance() -> None:
-    import gc
-
-    from userlibri.decode.search import gc_paused
-
-    seen: list[bool] = []
-
-    class Spy(CtcBeamSearch):
-        def _advance(self, state, log_probs):  # noqa: ANN001, ANN202
-            seen.append(gc.isenabled())
-            return super()._advance(state, log_probs)
-
-    lp = np.log(np.full((3, 4), 0.25))
-    assert gc.isenabled()
-    Spy().decode(lp)
-    assert seen == [False] and gc.isenabled()
-    with pytest.raises(RuntimeError), gc_paused():
-        raise RuntimeError("boom")
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with gc_paused():
-            pass
-        assert not gc.isenabled()  # a caller's own pause is kept
-    finally:
-        gc.enable()

@@ -127,7 +127,7 @@ class CtcBeamSearch(CtcFrameStep, StreamingSearch):
         """Before the first frame: the empty prefix, ending in blank with probability 1."""
         return CtcState(0, (self.fusion.root(),), (0.0,), (NEG_INF,), (None,), None)
 
-    def _advance(self, state: CtcState, log_probs: np.ndarray) -> CtcState:
+    def advance(self, state: CtcState, log_probs: np.ndarray) -> CtcState:
         """Consume a ``(T_chunk, V)`` chunk of log-probs (T_chunk may be 0); return the new state."""
         lp = check_matrix(log_probs, "CTC log-probs")
         vocab = lp.shape[1]

@@ -153,7 +153,7 @@ class TransducerBeamSearch(StreamingSearch):
         dec = self._decode_contexts([root.ctx])
         return TransducerState(0, (root,), np.zeros(1), dec, (None,), None)
 
-    def _advance(self, state: TransducerState, encoder_frames: np.ndarray) -> TransducerState:
+    def advance(self, state: TransducerState, encoder_frames: np.ndarray) -> TransducerState:
         """Consume ``(T_chunk, D)`` encoder frames (T_chunk may be 0); return the new state."""
         enc = check_matrix(encoder_frames, "transducer encoder frames")
         nodes, dec, times = list(state.nodes), state.dec_out, list(state.times)
