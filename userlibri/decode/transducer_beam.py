@@ -259,7 +259,7 @@ class TransducerBeamSearch(StreamingSearch):
         cap, topk = self._cap, cfg.token_topk
         allowed = vocab - 1 - len(self.suppress_ids)
         min_lp = cfg.min_token_logprob
-        if topk and topk < allowed and (not cap or topk < cap):
+        if topk and topk < allowed and (not cap or topk < cap) and self._may_bind(logp, topk):
             masked = logp + self._mask(vocab)
             cand = np.argpartition(-masked, topk - 1, axis=1)[:, :topk]
             cand.sort(axis=1)
@@ -290,6 +290,17 @@ class TransducerBeamSearch(StreamingSearch):
         rows = [k // width for k in idx]
         tokens = cand.ravel()[flat].tolist() if cand is not None else [k % width for k in idx]
         return rows, tokens, lp_flat[flat].tolist()
+
+    def _may_bind(self, logp: np.ndarray, topk: int) -> bool:
+        """Whether the per-row ``token_topk`` restriction can change the candidates: only if some
+        row has more than ``topk`` tokens at or above ``min_token_logprob`` (counted with blank
+        and suppressed ids, so never too few). Usually none does, and the flat pass is exact."""
+        min_lp = self.config.min_token_logprob
+        if min_lp == NEG_INF:
+            return True
+        bound = self._min_lp32 if logp.dtype == np.float32 else min_lp
+        eligible = logp >= bound
+        return np.count_nonzero(eligible) > topk and int(eligible.sum(axis=1).max()) > topk
 
     def _masked_flat(self, n: int, vocab: int) -> np.ndarray:
         """Flat indices of the blank and suppressed columns of an (n, vocab) matrix."""
