@@ -197,6 +197,18 @@ def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
     assert more.finished and more.epoch == 4 and more.step > done.step
     last = torch.load(sorted((tmp_path / "part" / "checkpoints").glob("*.pt"))[-1], weights_only=False)
     assert last["total_steps"] == done.step + 10
+    # A rerun of a run that reached --max-steps stops at once, even with its (now past) schedule.
+    again = train(
+        longer,
+        corpus,
+        tmp_path / "part",
+        resume=True,
+        features_dir=feats,
+        progress=False,
+        schedule_steps=more.step,
+        max_steps=more.step,
+    )
+    assert again.step == more.step
 
 
 def test_sigterm_stops_cleanly(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -189,6 +189,12 @@ def render_card(meta: dict[str, Any]) -> str:
         f"{train.get('train_seconds', 0) / 60:.1f} min ({meta.get('hardware', 'see note')})",
         f"- Stop: {train.get('stop_reason')}; averaged checkpoints: {', '.join(train.get('averaged') or [])}",
     ]
+    speeds = (train.get("config") or {}).get("train", {}).get("speed_factors") or []
+    if speeds:
+        lines.append(
+            "- Speed perturbation while training (soxr resampling, on top of the synthesis-time "
+            f"perturbation): factors 1.0, {', '.join(f'{f:g}' for f in speeds)} (in the last run's config)"
+        )
     if train.get("last_dev"):
         lines.append(f"- Last dev WER (training log, torch greedy): {train['last_dev']}")
     lines += [

@@ -383,7 +383,8 @@ def train(
         truncate_log(out, step)
         log.info("resumed from %s (step %d, epoch %d, batch %d)", existing[-1], step, epoch, batch_in_epoch)
     if schedule_steps is not None:
-        if schedule_steps <= step:
+        done = bool(tc.max_steps) and step >= tc.max_steps  # a rerun of a finished run: stops at once
+        if schedule_steps <= step and not done:
             raise UserLibriError(
                 f"schedule_steps: expected more than the {step} steps already taken, found {schedule_steps}"
             )
