@@ -91,6 +91,18 @@ def test_sentence_score_is_the_lm_sentence_logprob(scorer, text) -> None:
     assert sentence_score(scorer, am_ids(text)) == pytest.approx(expected, abs=1e-6)
 
 
+def test_a_tiny_cache_changes_nothing(scorer, lm_dir) -> None:
+    """Distributions evicted mid-call are recomputed: scores equal those of a roomy cache."""
+    tiny = NeuralWordScorer(list(scorer.components), scorer.lm_tokenizer, AM_PIECES, cache_entries=2)
+    for text in ("THE BIG DOG SAW THE HOUSE", "RIVERHOUSE CAT"):
+        assert sentence_score(tiny, am_ids(text)) == pytest.approx(
+            sentence_score(scorer, am_ids(text)), abs=1e-9
+        )
+    states = [scorer.start_state()] * 3
+    tokens = [AM_ID["\u2581T"], AM_ID["\u2581D"], AM_ID["\u2581R"]]
+    np.testing.assert_allclose(tiny.score_batch(states, tokens)[0], scorer.score_batch(states, tokens)[0])
+
+
 def test_score_batch_equals_score(scorer) -> None:
     rng = random.Random(3)
     text_ids = [i for i, p in enumerate(AM_PIECES) if not p.startswith("<")]

@@ -175,11 +175,13 @@ class NeuralWordScorer:
     # -- LM-piece distributions --------------------------------------------------------------------
     def _fill(self, histories: Sequence[NeuralState]) -> None:
         """Compute the mixed next-piece log-probabilities of the histories not cached yet."""
-        missing = sorted({h for h in histories if h not in self._lp})
+        need = set(histories)
+        missing = sorted(h for h in need if h not in self._lp)
         if not missing:
             return
         if len(self._lp) + len(missing) > self._cache_entries:
-            self._lp.clear()
+            self._lp.clear()  # then every history of this call is computed again
+            missing = sorted(need)
         if len(self.components) == 1:
             rows = self.components[0][0].next_logprobs(missing).astype(np.float64)
         else:
