@@ -58,9 +58,11 @@ if run 5 && ! "$root/.venv/bin/python" -c 'import sys; from userlibri.models imp
 elif run 5; then
   echo "== stage 5: per-user WER with the shipped acoustic model (weights tuned on the dev users)"
   kinds=ngram
+  lms=background,personal,interpolated
   neural=()
-  if [[ -n $neural_dir ]]; then kinds=ngram,neural; neural=(--neural-dir "$neural_dir"); fi
+  # DP LMs (neural, and n-grams sampled from them) come from recipes/mini/neural.sh
+  if [[ -n $neural_dir ]]; then kinds=ngram,neural; lms=$lms,dp; neural=(--neural-dir "$neural_dir"); fi
   $userlibri bench wer --dataset "$work/UserLibri" --lm-dir "$work/lm" "${neural[@]}" --out "$work/bench" \
-    --kinds "$kinds" --lm-weights 0.3,0.5,0.8 --length-bonuses 0,0.5,1.5 --jobs "$jobs" --quiet
+    --kinds "$kinds" --lms "$lms" --lm-weights 0.3,0.5,0.8 --length-bonuses 0,0.5,1.5 --jobs "$jobs" --quiet
   cat "$work/bench/results.md"
 fi
