@@ -256,11 +256,19 @@ class FusionSet:
                 out[k] = parent.children[token] = PrefixNode(parent, token, (), (), parent.fused, bonus, ctx)
         elif nf == 1:
             w = self.weights[0]
+            make = PrefixNode.make
             for k, parent, token, d, st in zip(todo, parents, tokens, scores[0], states[0], strict=True):
                 ctx = (*parent.ctx[1:], token) if csize else ()
                 fused = parent.fused + w * d if w else parent.fused
-                out[k] = parent.children[token] = PrefixNode(
-                    parent, token, (st,), (parent.raw[0] + d,), fused, bonus, ctx
+                out[k] = parent.children[token] = make(
+                    parent,
+                    token,
+                    hash((parent.full_key(), token)),
+                    (st,),
+                    (parent.raw[0] + d,),
+                    fused,
+                    fused + bonus * (parent.n + 1),
+                    ctx,
                 )
         else:
             for m, (k, parent, token) in enumerate(zip(todo, parents, tokens, strict=True)):
