@@ -190,3 +190,17 @@ def test_loader_choices_and_errors(lm_dir, tmp_path) -> None:
         scorer.score(scorer.start_state(), AM_ID["<blk>"])
     with pytest.raises(UserLibriError, match="expected a text token id"):
         scorer.score(scorer.start_state(), len(AM_PIECES))
+
+
+def test_neural_mix_weight_uses_the_lms_own_tokenizer(lm_dir) -> None:
+    """bench wer's EM mixture weight for LMs over their own tokenizer: fitted per LM piece; the LM
+    trained on text like the held-out sentences gets most of the weight against a random one."""
+    from userlibri.bench.wer_conditions import neural_mix_weight
+
+    held_out = corpus(30, 7)
+    w = neural_mix_weight(lm_dir / "lm.onnx", lm_dir.parent / "other" / "lm.onnx", held_out, AM_PIECES)
+    assert 0.8 < w <= 1.0
+    w_swapped = neural_mix_weight(
+        lm_dir.parent / "other" / "lm.onnx", lm_dir / "lm.onnx", held_out, AM_PIECES
+    )
+    assert w_swapped == pytest.approx(1.0 - w, abs=1e-3)

@@ -27,7 +27,7 @@ while (($#)); do
     --work) work=$2; shift 2 ;;
     --bg-sentences) bg_sentences=$2; shift 2 ;;
     --epsilons) epsilons=$2; shift 2 ;;
-    --tokenizer) tokenizer=$2; shift 2 ;;
+    --tokenizer) tokenizer=$2; [[ $tokenizer == own ]] && tokenizer=; shift 2 ;;  # "own": the default
     --stage) stage=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
