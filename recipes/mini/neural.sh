@@ -30,7 +30,7 @@ while (($#)); do
     --tokenizer) tokenizer=$2; [[ $tokenizer == own ]] && tokenizer=; shift 2 ;;  # "own": the default
     --stage) stage=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done

@@ -24,7 +24,7 @@ while (($#)); do
     --stop-stage) stop_stage=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --neural-dir) neural_dir=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
