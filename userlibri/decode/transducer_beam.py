@@ -232,7 +232,7 @@ class TransducerBeamSearch(StreamingSearch):
             if j not in kept:
                 nodes[j].children.clear()  # a dropped hypothesis' cached extensions: free them
         out_nodes = [all_nodes[j] for j in keep]
-        out_dec = self._decoder_rows(keep, n, out_nodes, nodes, dec)
+        out_dec = self._decoder_rows(keep, n, out_nodes, dec)
         return (
             out_nodes,
             [new_am[j] for j in keep],
@@ -312,12 +312,7 @@ class TransducerBeamSearch(StreamingSearch):
         return idx
 
     def _decoder_rows(
-        self,
-        keep: list[int],
-        n: int,
-        out_nodes: list[PrefixNode],
-        old_nodes: list[PrefixNode],
-        old_dec: np.ndarray,
+        self, keep: list[int], n: int, out_nodes: list[PrefixNode], old_dec: np.ndarray
     ) -> np.ndarray:
         """Decoder outputs of the kept hypotheses: the old rows on a blank frame, else from the
         per-context cache (one batched call for contexts never seen)."""
