@@ -103,6 +103,29 @@ def test_a_tiny_cache_changes_nothing(scorer, lm_dir) -> None:
     np.testing.assert_allclose(tiny.score_batch(states, tokens)[0], scorer.score_batch(states, tokens)[0])
 
 
+def test_tiny_memos_change_nothing(scorer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pair planned from a memo that the same batch evicts before scoring it (its LM steps were
+    therefore not computed) still gets the score of a roomy cache."""
+    import userlibri.lm.neural_word as nw
+
+    monkeypatch.setattr(nw, "_MEMO_ENTRIES", 2)
+    tiny = NeuralWordScorer(list(scorer.components), scorer.lm_tokenizer, AM_PIECES, cache_entries=2)
+
+    def before(text: str) -> tuple:
+        state = tiny.start_state()
+        for t in am_ids(text):
+            state = tiny.score(state, t)[1]
+        return state
+
+    # Each pair completes a word; the last one's word and look-ahead are memoised first.
+    pairs = [(before("A RED"), AM_ID["\u2581C"]), (before("OLD MAN"), AM_ID["\u2581H"])]
+    last = (before("THE BIG DOG"), AM_ID["\u2581S"])
+    tiny.score(*last)
+    states, tokens = zip(*pairs, last, strict=True)
+    got = tiny.score_batch(list(states), list(tokens))[0]
+    np.testing.assert_allclose(got, scorer.score_batch(list(states), list(tokens))[0], atol=1e-6)
+
+
 def test_score_batch_equals_score(scorer) -> None:
     rng = random.Random(3)
     text_ids = [i for i, p in enumerate(AM_PIECES) if not p.startswith("<")]

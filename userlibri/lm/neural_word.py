@@ -93,6 +93,14 @@ def find_lm_tokenizer(onnx_path: str | Path, tokenizer_id: str) -> Path:
     )
 
 
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
+    """Store ``value`` in a bounded memo (cleared when full) and return it."""
+    if len(memo) >= _MEMO_ENTRIES:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 def _logsumexp(x: np.ndarray) -> float:
     top = float(x.max())
     if top == -math.inf:
@@ -196,13 +204,19 @@ class NeuralWordScorer:
         for h, row in zip(missing, rows, strict=True):
             self._lp[h] = row
 
+    def _row(self, history: NeuralState) -> np.ndarray:
+        """The mixed next-piece log-probabilities after ``history``, computed if not cached (the
+        batch paths compute them beforehand; a memo evicted meanwhile lands here)."""
+        row = self._lp.get(history)
+        if row is None:
+            self._fill([history])
+            row = self._lp[history]
+        return row
+
     def _word_ids(self, word: str) -> tuple[int, ...]:
         ids = self._words.get(word)
         if ids is None:
-            ids = tuple(self.lm_tokenizer.encode(word))
-            if len(self._words) >= _MEMO_ENTRIES:
-                self._words.clear()
-            self._words[word] = ids
+            ids = _remember(self._words, word, tuple(self.lm_tokenizer.encode(word)))
         return ids
 
     def _split(self, partial: str) -> tuple[tuple[int, ...], tuple[np.ndarray, ...]]:
@@ -221,11 +235,7 @@ class NeuralWordScorer:
             else:
                 match = [i for i in self._lm_text_ids.tolist() if self._lm_pieces[i].startswith(suffix)]
             compats.append(np.array(match, dtype=np.int64))
-        out = (ids, tuple(compats))
-        if len(self._splits) >= _MEMO_ENTRIES:
-            self._splits.clear()
-        self._splits[partial] = out
-        return out
+        return _remember(self._splits, partial, (ids, tuple(compats)))
 
     def _needs(self, history: NeuralState, partial: str, complete: bool) -> list[NeuralState]:
         """The LM histories whose distributions score ``partial`` after ``history``."""
@@ -243,12 +253,9 @@ class NeuralWordScorer:
             return hit
         total = 0.0
         for t in self._word_ids(word):
-            total += float(self._lp[history][t])
+            total += float(self._row(history)[t])
             history = (*history, t)
-        if len(self._word_memo) >= _MEMO_ENTRIES:
-            self._word_memo.clear()
-        self._word_memo[key] = (total, history)
-        return total, history
+        return _remember(self._word_memo, key, (total, history))
 
     def _lookahead(self, history: NeuralState, partial: str) -> float:
         if not partial:
@@ -260,16 +267,12 @@ class NeuralWordScorer:
         ids, compats = self._split(partial)
         best, exact = -math.inf, 0.0
         for t, compat in zip(ids, compats, strict=True):
-            row = self._lp[history]
+            row = self._row(history)
             if compat.size:
                 best = max(best, exact + _logsumexp(row[compat]))
             exact += float(row[t])
             history = (*history, t)
-        total = best
-        if len(self._la_memo) >= _MEMO_ENTRIES:
-            self._la_memo.clear()
-        self._la_memo[key] = total
-        return total
+        return _remember(self._la_memo, key, best)
 
     def _plan(self, state: WordState, token: int) -> tuple[NeuralState, str, str, list[NeuralState]]:
         """``(history, completed word or "", new partial, histories needed)`` for one step."""
@@ -334,14 +337,12 @@ class NeuralWordScorer:
     def final_score(self, state: WordState) -> float:
         """Complete the pending word (replacing its look-ahead) and end the sentence."""
         history, partial, lookahead = state
-        need = self._needs(history, partial, complete=True) if partial else [history]
-        after = (*history, *self._word_ids(partial)) if partial else history
-        self._fill([*need, after])
+        self._fill(self._needs(history, partial, complete=True))  # the word's steps and its end
         total = -lookahead
         if partial:
             value, history = self._word(history, partial)
             total += value
-        return total + float(self._lp[history][self._eos])
+        return total + float(self._row(history)[self._eos])
 
     def clear_cache(self) -> None:
         """Forget cached distributions and memos (between users, to bound memory)."""
