@@ -38,8 +38,15 @@ import numpy as np
 
 from userlibri.errors import ConfigError, DataFormatError, UserLibriError
 from userlibri.lm.base import register_lm
-from userlibri.lm.onnx_lm import NeuralState, OnnxNeuralLM
-from userlibri.text.tokenizer import BLANK_PIECE, MODEL_FILE, SOS_EOS_PIECE, WORD_BOUNDARY, Tokenizer
+from userlibri.lm.onnx_lm import NeuralState, OnnxNeuralLM, open_onnx_lm
+from userlibri.text.tokenizer import (
+    BLANK_PIECE,
+    MODEL_FILE,
+    SOS_EOS_PIECE,
+    WORD_BOUNDARY,
+    Tokenizer,
+    file_sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +91,7 @@ def find_lm_tokenizer(onnx_path: str | Path, tokenizer_id: str) -> Path:
         if str(path) in tried:
             continue
         tried.append(str(path))
-        if path.is_file() and Tokenizer(path).model_id == tokenizer_id:
+        if path.is_file() and file_sha256(path) == tokenizer_id:  # the id Tokenizer computes
             return path
     raise DataFormatError(
         onnx_path,
@@ -353,6 +360,14 @@ class NeuralWordScorer:
             lm.clear_cache()
 
 
+def word_scorer(
+    lm: OnnxNeuralLM, am_tokenizer: Any, lm_tokenizer: str | Path | None = None
+) -> NeuralWordScorer:
+    """A word-synchronous scorer over ``lm`` with its own tokenizer (found beside it unless given)."""
+    tok_path = lm_tokenizer if lm_tokenizer is not None else find_lm_tokenizer(lm.path, lm.meta.tokenizer_id)
+    return NeuralWordScorer([(lm, 1.0)], Tokenizer.load(tok_path), am_tokenizer)
+
+
 @register_lm("neural-word")
 def load_word_scorer(
     path: str | Path, am_tokenizer: Any, lm_tokenizer: str | Path | None = None
@@ -361,9 +376,4 @@ def load_word_scorer(
     ``lm.onnx``), with its own tokenizer (found beside it unless given)."""
     if am_tokenizer is None:
         raise UserLibriError(f"{path}: a word-synchronous neural LM needs the acoustic model's tokenizer")
-    path = Path(path)
-    lm = OnnxNeuralLM(path / "lm.onnx" if path.is_dir() else path)
-    tok_path = (
-        Path(lm_tokenizer) if lm_tokenizer is not None else find_lm_tokenizer(lm.path, lm.meta.tokenizer_id)
-    )
-    return NeuralWordScorer([(lm, 1.0)], Tokenizer.load(tok_path), am_tokenizer)
+    return word_scorer(open_onnx_lm(path), am_tokenizer, lm_tokenizer)

@@ -235,6 +235,12 @@ class OnnxNeuralLM:
         return f"OnnxNeuralLM({str(self.path)!r}, vocab={self.meta.vocab_size}, {self.meta.precision})"
 
 
+def open_onnx_lm(path: str | Path) -> OnnxNeuralLM:
+    """The neural LM at ``path``: an ONNX file, or a directory holding ``lm.onnx``."""
+    path = Path(path)
+    return OnnxNeuralLM(path / "lm.onnx" if path.is_dir() else path)
+
+
 @register_lm("neural-onnx")
 def load_onnx_lm(path: str | Path, tokenizer: Any | None = None) -> Any:
     """Registry loader: a file, or a directory holding ``lm.onnx``.
@@ -242,14 +248,12 @@ def load_onnx_lm(path: str | Path, tokenizer: Any | None = None) -> Any:
     With the tokenizer the LM was trained with (or none): the LM itself, scoring those ids. With
     another tokenizer (an acoustic model's): a word-synchronous scorer over the LM's own tokenizer
     found beside it (:mod:`userlibri.lm.neural_word`), or the mismatch error naming both."""
-    path = Path(path)
-    lm = OnnxNeuralLM(path / "lm.onnx" if path.is_dir() else path)
+    lm = open_onnx_lm(path)
     if tokenizer is None or getattr(tokenizer, "model_id", None) == lm.meta.tokenizer_id:
         if tokenizer is not None:
             lm.check_tokenizer(tokenizer)
         return lm
-    from userlibri.lm.neural_word import NeuralWordScorer, find_lm_tokenizer
-    from userlibri.text.tokenizer import Tokenizer
+    from userlibri.lm.neural_word import find_lm_tokenizer, word_scorer
 
     try:
         own = find_lm_tokenizer(lm.path, lm.meta.tokenizer_id)
@@ -262,4 +266,4 @@ def load_onnx_lm(path: str | Path, tokenizer: Any | None = None) -> Any:
             ) from None
         raise
     log.debug("%s: own tokenizer %s: word-synchronous fusion", lm.path, own)
-    return NeuralWordScorer([(lm, 1.0)], Tokenizer.load(own), tokenizer)
+    return word_scorer(lm, tokenizer, own)
