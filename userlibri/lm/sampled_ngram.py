@@ -36,7 +36,7 @@ from userlibri.lm.arpa_mix import mix_arpa_files
 from userlibri.lm.neural_config import DEFAULT_MAX_TOKENS
 from userlibri.lm.ngram import DEFAULT_NGRAM_ORDER, NgramConfig, train_ngram
 from userlibri.lm.onnx_lm import DEFAULT_CACHE_SIZE, OnnxNeuralLM
-from userlibri.text.tokenizer import Tokenizer
+from userlibri.text.tokenizer import WORD_BOUNDARY, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,6 @@ DEFAULT_SAMPLE_BATCH = 256
 DEFAULT_MIX_WEIGHT = 0.2
 NEURAL_FILES = ("lm.onnx", "lm.int8.onnx")
 SAMPLES_FILE = "samples.txt"
-#: Sentencepiece's word-boundary mark: a piece starting with it starts a word.
-WORD_BOUNDARY = "\u2581"
 NGRAM_NAME = "ngram"
 MIX_NAME = "mix"
 POST_PROCESSING_NOTE = (
