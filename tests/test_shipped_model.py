@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import jiwer
+import numpy as np
 import pytest
 
 from userlibri.models import model_dir, shipped_models
@@ -39,3 +40,14 @@ def test_decode_cli_recognizes_a_training_voice(tmp_path: Path) -> None:
     hyp = json.loads(out.read_text().splitlines()[0])["text"]
     # Measured 13% (2 of 15 words: "ALDMEN" for "OLD MAN"); deterministic for this model.
     assert jiwer.wer(SENTENCE, hyp) <= 0.3, hyp
+
+
+def test_onnx_joiner_broadcasts_one_frame_over_decoder_rows() -> None:
+    from userlibri.asr.onnx_model import OnnxAcousticModel
+
+    am = OnnxAcousticModel(model_dir(), precision="int8", mode="offline")
+    rng = np.random.default_rng(0)
+    enc = rng.normal(size=(1, am.meta.joiner_dim)).astype(np.float32)
+    dec = rng.normal(size=(5, am.meta.joiner_dim)).astype(np.float32)
+    assert np.array_equal(am.joiner(enc, dec), am.joiner(np.repeat(enc, 5, axis=0), dec))
+    assert am.joiner(enc, dec[:0]).shape == (0, am.meta.vocab_size)

@@ -240,6 +240,23 @@ def test_candidates_follow_the_documented_rule(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_broadcasting_joiner_gets_one_frame_and_decodes_the_same(seed: int) -> None:
+    model, rng = _model(seed, vocab=6)
+    enc = rng.normal(size=(25, 4))
+    lm = random_bigram(rng, 6)
+    seen: list[int] = []
+
+    def broadcasting(e: np.ndarray, d: np.ndarray) -> np.ndarray:
+        seen.append(e.shape[0])
+        return model.joiner(np.repeat(e, d.shape[0], axis=0), d)
+
+    cfg = DecoderConfig(beam=4, lm_weight=0.5)
+    a = TransducerBeamSearch(model.decoder, model.joiner, cfg, lm=lm).decode(enc)
+    b = TransducerBeamSearch(model.decoder, broadcasting, cfg, lm=lm, joiner_broadcasts=True).decode(enc)
+    assert a == b and set(seen) == {1}
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_float32_joiner_output_decodes_as_float64(seed: int) -> None:
     model, rng = _model(seed, vocab=8, scale=2.0)
     enc = rng.normal(size=(30, 4))

@@ -131,7 +131,12 @@ def make_search(
     if config.decoder == "ctc":
         return CtcBeamSearch(config.decoding, **common)
     return TransducerBeamSearch(
-        am.decoder, am.joiner, config.decoding, context_size=meta.context_size, **common
+        am.decoder,
+        am.joiner,
+        config.decoding,
+        context_size=meta.context_size,
+        joiner_broadcasts=True,
+        **common,
     )
 
 

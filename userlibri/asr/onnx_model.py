@@ -591,13 +591,14 @@ class OnnxAcousticModel:
         return self._session(DECODER).run(None, {Y: y.astype(np.int64, copy=False)})[0]
 
     def joiner(self, encoder_out: np.ndarray, decoder_out: np.ndarray) -> np.ndarray:
-        """encoder_out (N, J), decoder_out (N, J) -> log-probs (N, V) over the vocabulary (blank included)."""
+        """encoder_out (N, J) or (1, J) (broadcast), decoder_out (N, J) -> log-probs (N, V) over the
+        vocabulary (blank included)."""
         enc = np.ascontiguousarray(encoder_out, dtype=np.float32)
         dec = np.ascontiguousarray(decoder_out, dtype=np.float32)
         if (
             enc.ndim != 2
             or dec.ndim != 2
-            or enc.shape[0] != dec.shape[0]
+            or enc.shape[0] not in (1, dec.shape[0])
             or enc.shape[1] != self.meta.joiner_dim
             or dec.shape[1] != self.meta.joiner_dim
         ):
@@ -605,7 +606,7 @@ class OnnxAcousticModel:
                 f"joiner: expected (N, {self.meta.joiner_dim}) and (N, {self.meta.joiner_dim}), found "
                 f"{enc.shape} and {dec.shape}"
             )
-        if enc.shape[0] == 0:
+        if dec.shape[0] == 0:
             return np.zeros((0, self.meta.vocab_size), np.float32)
         return self._session(JOINER).run(None, {ENCODER_OUT: enc, DECODER_OUT: dec})[0]
 

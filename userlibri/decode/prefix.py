@@ -48,6 +48,8 @@ class PrefixNode:
         self.fused = fused
         #: Everything but the acoustic score: fused LM score plus the length bonus.
         self.prior = fused + length_bonus * self.n
+        #: Child nodes by token. (The transducer's single-LM path also parks scored candidates
+        #: here as tuples until they are kept; see ``TransducerBeamSearch._pending``.)
         self.children: dict[int, PrefixNode] = {}
         #: Transducer decoder context (the last tokens), empty for CTC.
         self.ctx = ctx

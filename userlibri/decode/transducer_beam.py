@@ -11,7 +11,9 @@ The model enters as two callables, so the search runs on an ONNX model and on to
 
 * ``decoder(contexts)``: ``(N, C) int64`` token contexts (the last ``C`` tokens) -> ``(N, Dd)``;
 * ``joiner(enc, dec)``: ``(N, D)`` encoder frames and ``(N, Dd)`` decoder outputs -> ``(N, V)``
-  log-probabilities (log-softmax applied).
+  log-probabilities (log-softmax applied). With ``joiner_broadcasts=True`` the search passes the
+  frame once, ``(1, D)``, for the joiner to broadcast over the N decoder rows (the ONNX joiner
+  does: it saves a copy per frame).
 
 Streaming works as for CTC: ``init_state()``, ``advance(state, encoder_frames)`` per ``(T_chunk,
 D)`` chunk, ``finalize(state)``; chunked equals whole. Beam 1 is exactly greedy search with one
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +46,7 @@ from userlibri.errors import UserLibriError
 from userlibri.lm.base import LanguageModel
 
 _max = np.maximum.reduce
+_new_object = object.__new__
 #: Cached decoder outputs before the cache is cleared (a 34-piece, 2-token context has 1,156).
 _DECODER_CACHE_ENTRIES = 65536
 
@@ -80,7 +84,7 @@ def _run_decoder(decoder: DecoderFn, contexts: Sequence[tuple[int, ...]]) -> np.
 
 def _run_joiner(joiner: JoinerFn, enc: np.ndarray, dec: np.ndarray, vocab: int | None) -> np.ndarray:
     out = np.asarray(joiner(enc, dec))
-    n = enc.shape[0]
+    n = dec.shape[0]
     if out.ndim != 2 or out.shape[0] != n or (vocab is not None and out.shape[1] != vocab):
         want = f"({n}, {vocab if vocab is not None else 'V'})"
         raise UserLibriError(f"transducer joiner output: expected shape {want}, found {out.shape}")
@@ -93,6 +97,7 @@ class TransducerBeamSearch(StreamingSearch):
     ``context_size``: tokens the decoder sees; ``start_context``: the context before any token
     (default ``context_size`` blanks). Other arguments as for
     :class:`~userlibri.decode.ctc_beam.CtcBeamSearch`. ``config.blank_skip`` is not used.
+    ``joiner_broadcasts``: see the module docstring.
     """
 
     input_name = "transducer joiner output"
@@ -111,6 +116,7 @@ class TransducerBeamSearch(StreamingSearch):
         start_context: Sequence[int] | None = None,
         suppress_ids: Sequence[int] = (),
         vocab_size: int | None = None,
+        joiner_broadcasts: bool = False,
     ) -> None:
         config = config or DecoderConfig()
         config.validate()
@@ -127,6 +133,7 @@ class TransducerBeamSearch(StreamingSearch):
             )
         self.decoder = decoder
         self.joiner = joiner
+        self.joiner_broadcasts = joiner_broadcasts
         self.config = config
         self.blank_id = blank_id
         self.context_size = context_size
@@ -135,7 +142,14 @@ class TransducerBeamSearch(StreamingSearch):
         #: Decoder output per context: the stateless decoder is a pure function of its last
         #: ``context_size`` tokens (at most V**C of them), and one ONNX call per new hypothesis
         #: context cost more than the joiner (measured: 130 us for one context, 1.2 ms for ten).
-        self._dec_cache: dict[tuple[int, ...], np.ndarray] = {}
+        #: Rows of ``_dec_rows`` (grown by doubling) by context.
+        self._dec_index: dict[tuple[int, ...], int] = {}
+        self._dec_rows = np.zeros((0, 0), np.float32)
+        #: One LM without ``score_batch`` (or none): candidates are scored through the fusion's
+        #: memo and become prefix nodes only if they survive the frame (see ``_step``).
+        self._inline = self.fusion.inline
+        self._score0 = self.fusion.fusions[0].lm.score if self.fusion.fusions else None
+        self._w0 = self.fusion.weights[0] if self.fusion.fusions else 0.0
         self._masks: dict[int, np.ndarray] = {}
         self._masked_idx: dict[tuple[int, int], np.ndarray] = {}
         self._cap = config.active_cap
@@ -160,7 +174,10 @@ class TransducerBeamSearch(StreamingSearch):
         am, prior = state.am.tolist(), [nd.prior for nd in nodes]
         vocab = state.vocab_size
         for t in range(enc.shape[0]):
-            logp = _run_joiner(self.joiner, np.repeat(enc[t][None], len(nodes), axis=0), dec, vocab)
+            frame = enc[t : t + 1]
+            if not self.joiner_broadcasts:
+                frame = np.repeat(frame, len(nodes), axis=0)
+            logp = _run_joiner(self.joiner, frame, dec, vocab)
             if vocab is None:
                 vocab = logp.shape[1]
                 self._check_vocab(vocab)
@@ -205,33 +222,43 @@ class TransducerBeamSearch(StreamingSearch):
         best_stay = max([a + p for a, p in zip(new_am, prior, strict=True)])
         base = np.array([a + p for a, p in zip(am, prior, strict=True)])
         rows, tokens, tok_lp = self._candidates(logp, base, best_stay)
-        all_nodes = list(nodes)
+        # A new candidate is a child node, or (single-LM fast path) a pending tuple that becomes
+        # a node only if kept (see _pending).
+        all_nodes: list[Any] = list(nodes)
+        all_keys = [nd.key for nd in nodes]
         all_times = list(times)
         priors = list(prior)
         if rows:
-            children = self.fusion.extend([(nodes[i], c) for i, c in zip(rows, tokens, strict=True)])
-            live = {nd.key: j for j, nd in enumerate(nodes)}
-            for i, child, x in zip(rows, children, tok_lp, strict=True):
+            if self._inline:
+                cands, keys, cand_priors = self._pending(nodes, rows, tokens)
+            else:
+                cands = self.fusion.extend([(nodes[i], c) for i, c in zip(rows, tokens, strict=True)])
+                keys = [c.key for c in cands]
+                cand_priors = [c.prior for c in cands]
+            live = {k: j for j, k in enumerate(all_keys)}
+            for i, cand, key, p, x in zip(rows, cands, keys, cand_priors, tok_lp, strict=True):
                 value = am[i] + x
-                key = child.key
                 j = live.get(key)
-                if j is not None and all_nodes[j].same_prefix(child):
+                if j is not None and _same_sequence(all_nodes[j], cand):
                     # Same token sequence as a live hypothesis (which emitted blank): merge.
                     if value > new_am[j]:
                         all_times[j] = (t, times[i])
                     new_am[j] = log_add(new_am[j], value)
                     continue
                 live[key] = len(all_nodes)
-                all_nodes.append(child)
+                all_nodes.append(cand)
+                all_keys.append(key)
                 all_times.append((t, times[i]))
                 new_am.append(value)
-                priors.append(child.prior)
+                priors.append(p)
         keep = top_indices([a + p for a, p in zip(new_am, priors, strict=True)], cfg.beam, cfg.beam_prune)
         kept = set(keep)
         for j in range(n):
             if j not in kept:
                 nodes[j].children.clear()  # a dropped hypothesis' cached extensions: free them
-        out_nodes = [all_nodes[j] for j in keep]
+        out_nodes = [
+            _materialize(all_nodes[j]) if type(all_nodes[j]) is tuple else all_nodes[j] for j in keep
+        ]
         out_dec = self._decoder_rows(keep, n, out_nodes, dec)
         return (
             out_nodes,
@@ -240,6 +267,47 @@ class TransducerBeamSearch(StreamingSearch):
             out_dec,
             [all_times[j] for j in keep],
         )
+
+    def _pending(
+        self, nodes: list[PrefixNode], rows: list[int], tokens: list[int]
+    ) -> tuple[list[Any], list[int], list[float]]:
+        """Each candidate ``(nodes[row], token)`` as (its child node, or a pending tuple
+        ``(parent, token, fused, LM delta, LM state, key, prior)``; its key; its prior), scored
+        with the single LM once per (parent, token). Most candidates do not survive their frame,
+        and building a prefix node costs more than the tuple."""
+        cands: list[Any] = []
+        keys: list[int] = []
+        priors: list[float] = []
+        score, w = self._score0, self._w0
+        bonus = self.fusion.length_bonus
+        single = bool(self.fusion.fusions)
+        for i, c in zip(rows, tokens, strict=True):
+            parent = nodes[i]
+            children = parent.children
+            child = children.get(c)
+            if child is not None:
+                cands.append(child)
+                if type(child) is tuple:
+                    keys.append(child[5])
+                    priors.append(child[6])
+                else:
+                    keys.append(child.key)
+                    priors.append(child.prior)
+                continue
+            if single:
+                d, st = score(parent.states[0], c)
+                fused = parent.fused + w * d if w else parent.fused
+            else:
+                d, st, fused = 0.0, None, parent.fused
+            key = hash((parent.key, c))
+            prior = fused + bonus * (parent.n + 1)
+            # Parked in the parent's children until it is kept (then replaced by its node) or
+            # the parent is dropped: a hypothesis that stays proposes the same tokens again.
+            children[c] = spec = (parent, c, fused, d, st, key, prior)
+            cands.append(spec)
+            keys.append(key)
+            priors.append(prior)
+        return cands, keys, priors
 
     def _candidates(
         self, logp: np.ndarray, base: np.ndarray, best_stay: float
@@ -251,15 +319,31 @@ class TransducerBeamSearch(StreamingSearch):
         Per hypothesis the ``token_topk`` most likely tokens (blank and suppressed ids excluded)
         at or above ``min_token_logprob``, within ``beam_prune`` of the best score (stays
         included), at most ``max_active`` in all (the best by score, ties in row-major order).
-        When ``token_topk`` >= the cap, the per-row restriction cannot bind (a candidate among
-        the best ``cap`` of all is among the best ``cap`` of its row), so one pass over the flat
-        matrix picks them."""
+        One pass over the flat matrix picks the candidates without the per-row restriction; it
+        is exact unless some row gives more than ``token_topk`` of them. (A row's candidates are
+        its best tokens by log-prob, since its score is its base plus the log-prob, so if none
+        gives more than ``token_topk``, all are within their row's ``token_topk``: the restricted
+        set contains the flat pick and is contained in the unrestricted one.) Only then is the
+        restricted pass run; usually it is not."""
+        rows, tokens, lps = self._select(logp, base, best_stay, 0)
+        topk = self.config.token_topk
+        n_allowed = logp.shape[1] - 1 - len(self.suppress_ids)
+        if topk and topk < n_allowed and len(rows) > topk:
+            # rows is sorted: some row has more than topk candidates iff a window of topk + 1
+            # consecutive entries starts and ends in the same row.
+            if any(rows[i] == rows[i + topk] for i in range(len(rows) - topk)):
+                return self._select(logp, base, best_stay, topk)
+        return rows, tokens, lps
+
+    def _select(
+        self, logp: np.ndarray, base: np.ndarray, best_stay: float, topk: int
+    ) -> tuple[list[int], list[int], list[float]]:
+        """:meth:`_candidates` with the per-row restriction to ``topk`` tokens (0: without)."""
         cfg = self.config
         n, vocab = logp.shape
-        cap, topk = self._cap, cfg.token_topk
-        allowed = vocab - 1 - len(self.suppress_ids)
+        cap = self._cap
         min_lp = cfg.min_token_logprob
-        if topk and topk < allowed and (not cap or topk < cap) and self._may_bind(logp, topk):
+        if topk:
             masked = logp + self._mask(vocab)
             cand = np.argpartition(-masked, topk - 1, axis=1)[:, :topk]
             cand.sort(axis=1)
@@ -282,25 +366,21 @@ class TransducerBeamSearch(StreamingSearch):
         if min_lp > NEG_INF:
             ok &= lp_flat >= min_lp
         flat = ok.nonzero()[0]
-        if cap and flat.size > cap:
+        idx = flat.tolist()
+        lps = lp_flat[flat].tolist()
+        if cand is not None:
+            tokens = cand.ravel()[flat].tolist()
+        if cap and len(idx) > cap:
             # The best `cap` by score, stable (ties in row-major order), back in row-major order.
             vals = scored[flat].tolist()
-            flat = flat[sorted(sorted(range(len(vals)), key=vals.__getitem__, reverse=True)[:cap])]
-        idx = flat.tolist()
-        rows = [k // width for k in idx]
-        tokens = cand.ravel()[flat].tolist() if cand is not None else [k % width for k in idx]
-        return rows, tokens, lp_flat[flat].tolist()
-
-    def _may_bind(self, logp: np.ndarray, topk: int) -> bool:
-        """Whether the per-row ``token_topk`` restriction can change the candidates: only if some
-        row has more than ``topk`` tokens at or above ``min_token_logprob`` (counted with blank
-        and suppressed ids, so never too few). Usually none does, and the flat pass is exact."""
-        min_lp = self.config.min_token_logprob
-        if min_lp == NEG_INF:
-            return True
-        bound = self._min_lp32 if logp.dtype == np.float32 else min_lp
-        eligible = logp >= bound
-        return np.count_nonzero(eligible) > topk and int(eligible.sum(axis=1).max()) > topk
+            pick = sorted(sorted(range(len(vals)), key=vals.__getitem__, reverse=True)[:cap])
+            idx = [idx[k] for k in pick]
+            lps = [lps[k] for k in pick]
+            if cand is not None:
+                tokens = [tokens[k] for k in pick]
+        if cand is None:
+            tokens = [k % width for k in idx]
+        return [k // width for k in idx], tokens, lps
 
     def _masked_flat(self, n: int, vocab: int) -> np.ndarray:
         """Flat indices of the blank and suppressed columns of an (n, vocab) matrix."""
@@ -323,17 +403,63 @@ class TransducerBeamSearch(StreamingSearch):
     def _decode_contexts(self, contexts: Sequence[tuple[int, ...]]) -> np.ndarray:
         """``(N, Dd)`` decoder outputs of ``contexts``: cached ones reused, the others computed in
         one batched call."""
-        cache = self._dec_cache
-        todo = sorted({c for c in contexts if c not in cache})
+        index = self._dec_index
+        try:
+            return self._dec_rows[[index[c] for c in contexts]]
+        except KeyError:
+            pass
+        todo = sorted({c for c in contexts if c not in index})
         if todo:
-            if len(cache) + len(todo) > _DECODER_CACHE_ENTRIES:
-                cache.clear()
-            for ctx, row in zip(todo, _run_decoder(self.decoder, todo), strict=True):
-                cache[ctx] = row
-        return np.stack([cache[c] for c in contexts])
+            if len(index) + len(todo) > _DECODER_CACHE_ENTRIES:
+                index.clear()
+            out = _run_decoder(self.decoder, todo)
+            n0, rows = len(index), self._dec_rows
+            need = n0 + len(todo)
+            if rows.shape[0] < need or rows.shape[1:] != out.shape[1:] or rows.dtype != out.dtype:
+                grown = np.zeros((max(need, 2 * rows.shape[0], 64), *out.shape[1:]), out.dtype)
+                if rows.shape[1:] == out.shape[1:] and rows.dtype == out.dtype:
+                    grown[:n0] = rows[:n0]
+                self._dec_rows = rows = grown
+            rows[n0:need] = out
+            for k, ctx in enumerate(todo):
+                index[ctx] = n0 + k
+        return self._dec_rows[[index[c] for c in contexts]]
 
     def _hypotheses(self, state: TransducerState, final: bool) -> list[Hypothesis]:
         return self.fusion.hypotheses(state.nodes, state.am.tolist(), state.times, final)
+
+
+def _materialize(spec: tuple[Any, ...]) -> PrefixNode:
+    """The prefix node of a pending candidate ``(parent, token, fused, LM delta, LM state, key,
+    prior)``; it replaces the tuple in the parent's children."""
+    p, c, fused, d, st, key, prior = spec
+    node = _new_object(PrefixNode)  # PrefixNode.make, inlined
+    node.parent = p
+    node.token = c
+    node.n = p.n + 1
+    node.key = key
+    if p.states:
+        node.states = (st,)
+        node.raw = (p.raw[0] + d,)
+    else:
+        node.states = node.raw = ()
+    node.fused = fused
+    node.prior = prior
+    node.children = {}
+    node.ctx = (*p.ctx[1:], c)
+    p.children[c] = node
+    return node
+
+
+def _same_sequence(a: Any, b: Any) -> bool:
+    """Whether two candidates (prefix nodes or pending tuples) stand for the same token sequence."""
+    pa, ta = a[:2] if type(a) is tuple else (a.parent, a.token)
+    pb, tb = b[:2] if type(b) is tuple else (b.parent, b.token)
+    if ta != tb:
+        return False
+    if pa is None or pb is None:
+        return pa is pb
+    return pa.same_prefix(pb)
 
 
 def transducer_greedy(
