@@ -397,6 +397,63 @@ def test_feature_cache_speed_and_reuse(corpus: Path, tmp_path: Path) -> None:
     assert len(stale) == 2
 
 
+def test_noise_augment_is_seeded_and_keeps_its_snr() -> None:
+    from userlibri.asr.data import Augment
+
+    t = np.arange(16000) / 16000
+    clean = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1234 * t)).astype(np.float32)
+    aug = Augment(copy=1, seed=0, snr_db=(10.0, 10.0), slope=(1.0, 1.0), reverb_prob=0.0)
+    a = aug.apply(clean, 16000, "1-2-0003")
+    assert np.array_equal(a, aug.apply(clean, 16000, "1-2-0003"))
+    assert not np.array_equal(a, aug.apply(clean, 16000, "1-2-0004"))
+    assert not np.array_equal(a, replace(aug, copy=2).apply(clean, 16000, "1-2-0003"))
+    noise = a.astype(np.float64) - clean  # no clipping here: peak stays under 0.98
+    snr = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean(noise**2))
+    assert abs(snr - 10.0) < 0.01
+    # A pink slope puts more noise power under 1 kHz than a white one.
+    spec = np.abs(np.fft.rfft(noise)) ** 2
+    assert spec[1:1000].sum() > 5 * spec[1000:2000].sum()
+    # Speed 1.15 shortens; reverberation (sox) keeps it finite and non-silent.
+    fast = Augment(copy=1, seed=0, speeds=(1.15,), reverb_prob=1.0).apply(clean, 16000, "u")
+    assert abs(len(fast) / len(clean) - 1 / 1.15) < 0.3 and np.all(np.isfinite(fast)) and np.any(fast)
+    assert np.max(np.abs(fast)) <= 0.98 + 1e-6
+
+
+def test_feature_cache_augment_copies(corpus: Path, tmp_path: Path) -> None:
+    from userlibri.asr.data import Augment, build_feature_cache
+    from userlibri.features import FeatureConfig
+
+    utts = load_utterances(corpus, "train")
+    aug = Augment(copy=1, seed=0, reverb_prob=0.5)
+    first = build_feature_cache(utts, tmp_path / "aug1", FeatureConfig(), progress=False, augment=aug)
+    stamp = (tmp_path / "aug1" / "feats.npy").stat().st_mtime_ns
+    again = build_feature_cache(utts, tmp_path / "aug1", FeatureConfig(), progress=False, augment=aug)
+    assert (tmp_path / "aug1" / "feats.npy").stat().st_mtime_ns == stamp
+    assert again.augment == aug.to_dict() and np.array_equal(again[1], first[1])
+    plain = build_feature_cache(utts, tmp_path / "plain", FeatureConfig(), progress=False)
+    assert plain.augment is None and not np.array_equal(plain[1], first[1])
+    # Another augmentation config makes the cache stale: recomputed, deterministically.
+    other = build_feature_cache(
+        utts, tmp_path / "aug1", FeatureConfig(), progress=False, augment=replace(aug, snr_db=(30.0, 30.0))
+    )
+    assert other.augment["snr_db"] == [30.0, 30.0]
+    assert (tmp_path / "aug1" / "feats.npy").stat().st_mtime_ns != stamp
+
+
+def test_noise_config_errors() -> None:
+    cfg = config_from_dict({"train": {"noise_copies": 2, "noise_snr_db": [5, 20], "reverb_prob": 0.3}})
+    assert cfg.train.noise_copies == 2 and cfg.train.noise_snr_db == (5.0, 20.0)
+    for bad, match in (
+        ({"noise_copies": -1}, "noise_copies"),
+        ({"noise_snr_db": [20, 5]}, "noise_snr_db"),
+        ({"noise_snr_db": [5]}, "noise_snr_db"),
+        ({"noise_slope": [0, 4]}, "noise_slope"),
+        ({"reverb_prob": 1.5}, "reverb_prob"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            config_from_dict({"train": bad})
+
+
 def test_resume_may_change_loss_weights_only(corpus: Path, tmp_path: Path) -> None:
     """A CTC-only first phase (transducer_weight 0) resumed with both heads; any other model
     change is refused with the fields named."""

@@ -44,7 +44,8 @@ def _layout(root: Path) -> Path:
 
 def _exp(root: Path) -> Path:
     root.mkdir()
-    (root / "config.json").write_text(json.dumps({"model": {}, "train": {"speed_factors": [1.15]}}))
+    train = {"speed_factors": [1.15], "noise_copies": 1, "noise_snr_db": [0, 25], "noise_slope": [0, 2]}
+    (root / "config.json").write_text(json.dumps({"model": {}, "train": {**train, "reverb_prob": 0.5}}))
     log = [
         {"event": "train", "step": 20, "ctc": 3.0, "transducer": 2.0, "lr": 1e-3},
         {"event": "dev", "step": 20, "wer_full_ctc": 90.0},
@@ -73,7 +74,7 @@ def test_ship_copies_evaluates_and_writes_a_card(tmp_path: Path) -> None:
     assert meta["training"]["steps"] == 20 and meta["training"]["train_seconds"] == 60.0
     card = (out / CARD_FILE).read_text()
     assert "| test-other |" in card and f"| test-clean | {expected} |" in card
-    assert "factors 1.0, 1.15" in card
+    assert "factors 1.0, 1.15" in card and "slope 0-2 at 0-25 dB SNR" in card
 
 
 def test_ship_errors_leave_nothing_behind(tmp_path: Path) -> None:

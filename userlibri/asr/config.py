@@ -171,6 +171,15 @@ class TrainConfig:
     #: Speed perturbation factors applied per utterance (1.0 always included); [] disables it.
     #: Done on the waveform when features are cached: each factor makes one more cached copy.
     speed_factors: tuple[float, ...] = ()
+    #: Noise and reverberation augmentation: ``noise_copies`` more cached copies of the training
+    #: split. In each, every utterance gets (deterministically from seed, copy and utterance id) one
+    #: of the speeds (1.0 and ``speed_factors``), sox reverberation with probability
+    #: ``reverb_prob``, and additive noise whose power spectrum falls as 1/f**slope (slope uniform
+    #: in ``noise_slope``: 0 white, 1 pink, 2 brown) at an SNR uniform in ``noise_snr_db``.
+    noise_copies: int = 0
+    noise_snr_db: tuple[float, float] = (0.0, 25.0)
+    noise_slope: tuple[float, float] = (0.0, 2.0)
+    reverb_prob: float = 0.5
     #: Checkpoints: every ``checkpoint_minutes`` and at each epoch end; keep the newest ``keep``.
     checkpoint_minutes: float = 10.0
     keep_checkpoints: int = 5
@@ -207,6 +216,7 @@ class TrainConfig:
             "freq_mask_width",
             "time_masks",
             "dev_max_utts",
+            "noise_copies",
             "threads",
             "num_workers",
             "weight_decay",
@@ -223,6 +233,14 @@ class TrainConfig:
         for f in self.speed_factors:
             if not 0.5 <= f <= 2.0:
                 raise ConfigError(f"train.speed_factors: expected factors in [0.5, 2], found {f}")
+        for name, lo, hi in (("noise_snr_db", -20.0, 60.0), ("noise_slope", 0.0, 3.0)):
+            r = getattr(self, name)
+            if len(r) != 2 or not lo <= r[0] <= r[1] <= hi:
+                raise ConfigError(
+                    f"train.{name}: expected [low, high] within [{lo:g}, {hi:g}], found {list(r)}"
+                )
+        if not 0.0 <= self.reverb_prob <= 1.0:
+            raise ConfigError(f"train.reverb_prob: expected in [0, 1], found {self.reverb_prob}")
         return self
 
 

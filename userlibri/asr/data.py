@@ -11,6 +11,11 @@ Speed perturbation (optional, ``TrainConfig.speed_factors``): the waveform is re
 had been recorded at ``rate * factor`` (soxr), which changes tempo and pitch like sox's ``speed``;
 each factor is one more cached copy of the training split. The synthesized corpora already vary
 speed, tempo and pitch per reader at synthesis time, so the mini recipe leaves it off.
+
+Noise augmentation (optional, ``TrainConfig.noise_copies``): each copy is one more cached copy
+(``<split>-aug<k>/``) in which every utterance gets a speed, sox reverberation and additive
+colored noise drawn from a per-utterance seed (:class:`Augment`): deterministic, so a cache can be
+rebuilt bit for bit, and the same utterance sounds different in each copy.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +36,7 @@ from tqdm import tqdm
 from userlibri.data.audio import read_audio, resample_audio
 from userlibri.data.librispeech import iter_split
 from userlibri.data.manifest import read_manifest
+from userlibri.data.perturb import add_noise, colored_noise, sox_raw
 from userlibri.errors import DataFormatError, UserLibriError
 from userlibri.features import FeatureConfig, FeatureStats, compute_fbank
 from userlibri.fsio import atomic_path, write_json_atomic
@@ -70,18 +77,63 @@ def load_utterances(data: str | Path, split: str) -> list[SourceUtt]:
     return sorted(utts, key=lambda u: u.id)
 
 
-def featurize(path: str, config: FeatureConfig, factor: float = 1.0) -> np.ndarray:
+@dataclass(frozen=True)
+class Augment:
+    """Noise augmentation of one cached copy (see ``TrainConfig.noise_copies``)."""
+
+    copy: int
+    seed: int
+    speeds: tuple[float, ...] = (1.0,)
+    snr_db: tuple[float, float] = (0.0, 25.0)
+    slope: tuple[float, float] = (0.0, 2.0)
+    reverb_prob: float = 0.5
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "copy": self.copy,
+            "seed": self.seed,
+            "speeds": list(self.speeds),
+            "snr_db": list(self.snr_db),
+            "slope": list(self.slope),
+            "reverb_prob": self.reverb_prob,
+        }
+
+    def apply(self, samples: np.ndarray, rate: int, utt_id: str) -> np.ndarray:
+        """``samples`` at a speed, maybe reverberated, plus noise; all drawn from (seed, copy, id)."""
+        rng = np.random.default_rng([self.seed, self.copy, zlib.crc32(utt_id.encode())])
+        # Every draw happens in the same order whatever branch is taken.
+        speed = self.speeds[int(rng.integers(len(self.speeds)))]
+        reverb = rng.random() < self.reverb_prob
+        reverberance, room = rng.uniform(10.0, 90.0), rng.uniform(20.0, 100.0)
+        snr, slope = rng.uniform(*self.snr_db), rng.uniform(*self.slope)
+        x = np.asarray(samples, dtype=np.float32)
+        if speed != 1.0:
+            x = resample_audio(x, round(rate * speed), rate)
+        if reverb:
+            x = sox_raw(x, rate, ["reverb", f"{reverberance:.1f}", "50", f"{room:.1f}"], utt_id)
+        x = add_noise(x.astype(np.float64), colored_noise(x.size, slope, rng), snr)
+        peak = float(np.max(np.abs(x))) if x.size else 0.0
+        if peak > 0.98:
+            x *= 0.98 / peak
+        return x.astype(np.float32)
+
+
+def featurize(
+    path: str, config: FeatureConfig, factor: float = 1.0, augment: Augment | None = None, utt_id: str = ""
+) -> np.ndarray:
     """(T, F) float32 fbank of an audio file, resampled to the config's rate and speed-perturbed
-    by ``factor``."""
+    by ``factor`` or, with ``augment``, augmented as utterance ``utt_id``."""
     samples, rate = read_audio(path, config.sample_rate, resample=True)
-    if factor != 1.0:
+    if augment is not None:
+        samples = augment.apply(samples, rate, utt_id)
+    elif factor != 1.0:
         samples = resample_audio(samples, round(rate * factor), rate)
     return compute_fbank(samples, rate, config)
 
 
-def _featurize(args: tuple[str, float, FeatureConfig]) -> np.ndarray:
-    path, factor, config = args
-    return featurize(path, config, factor).astype(np.float16)
+def _featurize(args: tuple[str, float, FeatureConfig, Augment | None, str]) -> np.ndarray:
+    path, factor, config, augment, utt_id = args
+    return featurize(path, config, factor, augment, utt_id).astype(np.float16)
 
 
 class FeatureSet:
@@ -97,6 +149,7 @@ class FeatureSet:
             self.lengths = np.asarray(index["lengths"], dtype=np.int64)
             self.feature_config = FeatureConfig.from_dict(index["feature_config"])
             self.speed = float(index["speed"])
+            self.augment: dict[str, object] | None = index.get("augment")
         except (OSError, KeyError, TypeError, ValueError) as e:
             raise DataFormatError(self.dir / INDEX_FILE, "a feature-cache index", repr(e)) from None
         self.feats = np.load(self.dir / FEATS_FILE, mmap_mode="r")
@@ -127,20 +180,24 @@ def build_feature_cache(
     speed: float = 1.0,
     jobs: int = 1,
     progress: bool = True,
+    augment: Augment | None = None,
 ) -> FeatureSet:
-    """Featurise ``utts`` into ``directory`` unless an identical cache is there; return it."""
+    """Featurise ``utts`` (speed-perturbed by ``speed``, or augmented by ``augment``) into
+    ``directory`` unless an identical cache is there; return it."""
+    aug = augment.to_dict() if augment is not None else None
     directory = Path(directory)
     ids = [u.id for u in utts]
     if (directory / INDEX_FILE).is_file() and (directory / FEATS_FILE).is_file():
         try:
             cached = FeatureSet(directory)
-            if cached.ids == ids and cached.feature_config == config and cached.speed == speed:
+            same = cached.ids == ids and cached.feature_config == config and cached.speed == speed
+            if same and cached.augment == aug:
                 log.info("feature cache %s: %d utterances, reused", directory, len(cached))
                 return cached
         except DataFormatError as e:
             log.warning("feature cache %s unreadable (%s); recomputing", directory, e)
         log.info("feature cache %s is stale; recomputing", directory)
-    tasks = [(u.audio, speed, config) for u in utts]
+    tasks = [(u.audio, speed, config, augment, u.id) for u in utts]
     bar = tqdm(total=len(tasks), desc=f"fbank {directory.name}", unit="utt", disable=not progress)
     arrays: list[np.ndarray] = []
     if jobs > 1:
@@ -165,6 +222,7 @@ def build_feature_cache(
         {
             "feature_config": config.to_dict(),
             "speed": speed,
+            "augment": aug,
             "ids": ids,
             "texts": [u.text for u in utts],
             "offsets": offsets.tolist(),

@@ -189,11 +189,20 @@ def render_card(meta: dict[str, Any]) -> str:
         f"{train.get('train_seconds', 0) / 60:.1f} min ({meta.get('hardware', 'see note')})",
         f"- Stop: {train.get('stop_reason')}; averaged checkpoints: {', '.join(train.get('averaged') or [])}",
     ]
-    speeds = (train.get("config") or {}).get("train", {}).get("speed_factors") or []
+    tc = (train.get("config") or {}).get("train", {})
+    speeds = tc.get("speed_factors") or []
     if speeds:
         lines.append(
             "- Speed perturbation while training (soxr resampling, on top of the synthesis-time "
             f"perturbation): factors 1.0, {', '.join(f'{f:g}' for f in speeds)} (in the last run's config)"
+        )
+    if tc.get("noise_copies"):
+        snr = "-".join(f"{v:g}" for v in tc.get("noise_snr_db", []))
+        slope = "-".join(f"{v:g}" for v in tc.get("noise_slope", []))
+        lines.append(
+            f"- Noise augmentation: {tc['noise_copies']} more copy(ies) of the training split, each "
+            f"utterance reverberated (sox) with probability {tc.get('reverb_prob')} and mixed with noise "
+            f"of spectral slope {slope} at {snr} dB SNR"
         )
     if train.get("last_dev"):
         lines.append(f"- Last dev WER (training log, torch greedy): {train['last_dev']}")

@@ -45,6 +45,7 @@ from userlibri.asr.checkpoint import (  # noqa: F401 (re-exported: the public AP
 )
 from userlibri.asr.config import ExperimentConfig, TrainConfig
 from userlibri.asr.data import (
+    Augment,
     FeatureSet,
     Item,
     SourceUtt,
@@ -340,6 +341,17 @@ def train(
             progress,
         )
         for s in speeds
+    ] + [
+        build_feature_cache(
+            train_utts,
+            feat_root / f"{train_split}-aug{k}",
+            config.features,
+            1.0,
+            jobs,
+            progress,
+            Augment(k, tc.seed, tuple(speeds), tc.noise_snr_db, tc.noise_slope, tc.reverb_prob),
+        )
+        for k in range(1, tc.noise_copies + 1)
     ]
     if (out / STATS_FILE).is_file():
         stats = FeatureStats.load(out / STATS_FILE)
