@@ -145,8 +145,8 @@ class TransducerBeamSearch(StreamingSearch):
         #: Rows of ``_dec_rows`` (grown by doubling) by context.
         self._dec_index: dict[tuple[int, ...], int] = {}
         self._dec_rows = np.zeros((0, 0), np.float32)
-        #: One LM without ``score_batch`` (or none): candidates are scored through the fusion's
-        #: memo and become prefix nodes only if they survive the frame (see ``_step``).
+        #: One LM without ``score_batch`` (or none): candidates are scored here and become prefix
+        #: nodes only if they survive the frame (see ``_pending``).
         self._inline = self.fusion.inline
         self._score0 = self.fusion.fusions[0].lm.score if self.fusion.fusions else None
         self._w0 = self.fusion.weights[0] if self.fusion.fusions else 0.0
