@@ -256,6 +256,20 @@ def test_broadcasting_joiner_gets_one_frame_and_decodes_the_same(seed: int) -> N
     assert a == b and set(seen) == {1}
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float32_joiner_nan_or_inf_is_a_clear_error(bad: float) -> None:
+    model, rng = _model(7, vocab=5)
+
+    def joiner(e: np.ndarray, d: np.ndarray) -> np.ndarray:
+        out = model.joiner(e, d).astype(np.float32)
+        out[-1, 2] = bad
+        return out
+
+    search = TransducerBeamSearch(model.decoder, joiner, DecoderConfig(beam=3))
+    with pytest.raises(UserLibriError, match="joiner log-probs: expected finite"):
+        search.decode(rng.normal(size=(4, 4)))
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_float32_joiner_output_decodes_as_float64(seed: int) -> None:
     model, rng = _model(seed, vocab=8, scale=2.0)

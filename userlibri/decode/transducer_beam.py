@@ -22,6 +22,7 @@ symbol per frame (:func:`transducer_greedy`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,8 @@ from userlibri.errors import UserLibriError
 from userlibri.lm.base import LanguageModel
 
 _max = np.maximum.reduce
+_sum = np.add.reduce
+_FLOAT32 = np.dtype(np.float32)
 _new_object = object.__new__
 #: Cached decoder outputs before the cache is cleared (a 34-piece, 2-token context has 1,156).
 _DECODER_CACHE_ENTRIES = 65536
@@ -88,6 +91,11 @@ def _run_joiner(joiner: JoinerFn, enc: np.ndarray, dec: np.ndarray, vocab: int |
     if out.ndim != 2 or out.shape[0] != n or (vocab is not None and out.shape[1] != vocab):
         want = f"({n}, {vocab if vocab is not None else 'V'})"
         raise UserLibriError(f"transducer joiner output: expected shape {want}, found {out.shape}")
+    # float32 (the ONNX joiner's output): one reduction shows every value finite, which is all the
+    # search needs (float64 sums of float32 values cannot overflow); check_matrix's 1e10 bound
+    # guards float64 input. Anything else, or a non-finite sum, gets the full check and its message.
+    if out.dtype == _FLOAT32 and math.isfinite(_sum(out, axis=None)):
+        return out
     return check_matrix(out, "transducer joiner log-probs")
 
 
@@ -397,7 +405,7 @@ class TransducerBeamSearch(StreamingSearch):
         """Decoder outputs of the kept hypotheses: the old rows on a blank frame, else from the
         per-context cache (one batched call for contexts never seen)."""
         if not keep or max(keep) < n:  # no new hypothesis kept (a blank frame)
-            return old_dec if keep == list(range(n)) else old_dec[keep]
+            return old_dec if keep == list(range(n)) else old_dec.take(keep, axis=0)
         return self._decode_contexts([node.ctx for node in out_nodes])
 
     def _decode_contexts(self, contexts: Sequence[tuple[int, ...]]) -> np.ndarray:
@@ -405,7 +413,7 @@ class TransducerBeamSearch(StreamingSearch):
         one batched call."""
         index = self._dec_index
         try:
-            return self._dec_rows[[index[c] for c in contexts]]
+            return self._dec_rows.take([index[c] for c in contexts], axis=0)
         except KeyError:
             pass
         todo = sorted({c for c in contexts if c not in index})
@@ -423,7 +431,7 @@ class TransducerBeamSearch(StreamingSearch):
             rows[n0:need] = out
             for k, ctx in enumerate(todo):
                 index[ctx] = n0 + k
-        return self._dec_rows[[index[c] for c in contexts]]
+        return self._dec_rows.take([index[c] for c in contexts], axis=0)
 
     def _hypotheses(self, state: TransducerState, final: bool) -> list[Hypothesis]:
         return self.fusion.hypotheses(state.nodes, state.am.tolist(), state.times, final)
