@@ -9,11 +9,11 @@
 #                            [--max-minutes M] [--threads T] [--device D] [--ship-to DIR]
 #
 # Time on 2 CPU cores: synth ~7 min, features ~2.5 min, training ~80 min on one core (5,000
-# CTC-only steps at ~1.9/s, then 2,000 joint steps at ~0.9/s) plus ~52 min of phase 2 (2,600 steps
-# with the speed-1.15 copy of the corpus, conf/am-sp.yaml; its features ~1.5 min); --max-minutes
+# CTC-only steps at ~1.9/s, then 2,000 joint steps at ~0.9/s), phase 2 ~52 min (2,600 steps with
+# the speed-1.15 copy of the corpus, conf/am-sp.yaml; features ~1.5 min), phase 3 ~50 min (2,400
+# steps with a noisy, reverberant copy, conf/am-noise.yaml; features ~4.5 min); --max-minutes
 # stops early with a checkpoint and a rerun of stage 2 resumes; export ~1.5 min, evaluation
-# ~1.5 min. With a GPU:
-# --device cuda (and more epochs in conf/am.yaml).
+# ~1.5 min. With a GPU: --device cuda (and more epochs in conf/am.yaml).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -55,6 +55,16 @@ if run 1; then
   $userlibri synth --books "$books" --out "$work/LibriSpeech" --config "$here/conf/synth-train.yaml" \
     --jobs "$jobs" --overwrite
 fi
+# continue FROM TO CONF STEPS: once run FROM has reached its last step, a copy of it (TO) resumes
+# with CONF's training changes and its schedule stretched to STEPS; returns 1 while FROM is unfinished.
+continue_run() {
+  local from=$work/$1 to=$work/$2
+  grep -q '"reason": "max_steps"' "$from/train_log.jsonl" || return 1
+  if [[ ! -d $to ]]; then rm -rf "$to.tmp" && cp -r "$from" "$to.tmp" && mv "$to.tmp" "$to"; fi
+  $userlibri asr train --config "$here/conf/$3" --data "$work/LibriSpeech" --out "$to" \
+    --features-dir "$work/features" --threads "$threads" --device "$device" --resume \
+    --schedule-steps "$4" --max-steps "$4" "${limit[@]}" || exit  # (set -e is off in `if !`)
+}
 if run 2; then
   echo "== stage 2: train (resumes from the newest checkpoint in $work/exp)"
   resume=()
@@ -63,27 +73,26 @@ if run 2; then
   if [[ $max_minutes != 0 ]]; then limit=(--max-minutes "$max_minutes"); fi
   $userlibri asr train --config "$here/conf/am.yaml" --data "$work/LibriSpeech" --out "$work/exp" \
     --features-dir "$work/features" --threads "$threads" --device "$device" "${resume[@]}" "${limit[@]}"
-  # Phase 2 once phase 1 has reached its last step: a copy of the run continues with speed 1.15
-  # added (conf/am-sp.yaml says why) to step 9,600.
-  if grep -q '"reason": "max_steps"' "$work/exp/train_log.jsonl"; then
-    echo "== stage 2, phase 2: + speed 1.15 to step 9600 (resumes $work/exp-sp)"
-    if [[ ! -d $work/exp-sp ]]; then
-      rm -rf "$work/exp-sp.tmp" && cp -r "$work/exp" "$work/exp-sp.tmp" && mv "$work/exp-sp.tmp" "$work/exp-sp"
-    fi
-    $userlibri asr train --config "$here/conf/am-sp.yaml" --data "$work/LibriSpeech" --out "$work/exp-sp" \
-      --features-dir "$work/features" --threads "$threads" --device "$device" --resume \
-      --schedule-steps 9600 --max-steps 9600 "${limit[@]}"
-  else
+  # Phase 2: + speed 1.15 to step 9,600 (conf/am-sp.yaml says why); phase 3: + a noisy,
+  # reverberant copy of the corpus to step 12,000 (conf/am-noise.yaml). Each resumes a copy of the
+  # phase before once that one has finished.
+  echo "== stage 2, phase 2: + speed 1.15 to step 9600 (resumes $work/exp-sp)"
+  if ! continue_run exp exp-sp am-sp.yaml 9600; then
     echo "phase 1 has not reached its last step yet: rerun stage 2 to resume it" >&2
+    exit 1
+  fi
+  echo "== stage 2, phase 3: + noise and reverberation to step 12000 (resumes $work/exp-noise)"
+  if ! continue_run exp-sp exp-noise am-noise.yaml 12000; then
+    echo "phase 2 has not reached its last step yet: rerun stage 2 to resume it" >&2
     exit 1
   fi
 fi
 if run 3; then
   echo "== stage 3: export to ONNX (float, int8, ORT)"
-  $userlibri asr export --checkpoint "$work/exp-sp/model-avg.pt" --out "$work/model"
+  $userlibri asr export --checkpoint "$work/exp-noise/model-avg.pt" --out "$work/model"
 fi
 if run 4; then
   echo "== stage 4: ship the int8 model with its greedy WER and model card to $ship_to"
-  $userlibri asr ship --exp "$work/exp-sp" --model "$work/model" --data "$work/LibriSpeech" --out "$ship_to" \
+  $userlibri asr ship --exp "$work/exp-noise" --model "$work/model" --data "$work/LibriSpeech" --out "$ship_to" \
     --precisions int8 --hardware "$(nproc) CPU cores, $threads training thread(s), device $device"
 fi
