@@ -12,7 +12,8 @@
 # 3 perplexity table. Measured on 2 shared cores: stages 0-1 about 31 min, stage 2 about 7 min.
 #
 #   recipes/mini/neural.sh [--work DIR] [--bg-sentences N] [--epsilons "1 4 8"] [--tokenizer FILE]
-#                          [--stage N] [--jobs N]
+#                          [--stage N] [--jobs N] [--books "161 ..."]
+# (--books: stages 1-2 for these user books only, e.g. after their text changed.)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -22,6 +23,7 @@ epsilons="1 4 8"
 tokenizer=
 stage=0
 jobs=$(nproc)
+only_books=
 while (($#)); do
   case "$1" in
     --work) work=$2; shift 2 ;;
@@ -30,7 +32,8 @@ while (($#)); do
     --tokenizer) tokenizer=$2; [[ $tokenizer == own ]] && tokenizer=; shift 2 ;;  # "own": the default
     --stage) stage=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --books) only_books=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -40,12 +43,19 @@ books=${USERLIBRI_CACHE:-$HOME/.cache/userlibri}/corpora
 nlm="$work/nlm"
 mkdir -p "$nlm"
 user_books=$(cd "$work/lm" && ls -d [0-9]* | sort)
+all_books=$user_books
+if [[ -n $only_books ]]; then
+  for b in $only_books; do
+    [[ -d $work/lm/$b ]] || { echo "--books: $b is not a user book in $work/lm ($(echo $all_books))" >&2; exit 2; }
+  done
+  user_books=$only_books
+fi
 
 run() { (($1 >= stage)); }
 
 if run 0; then
-  echo "== background text: books no test user reads ($(echo $user_books)) are excluded"
-  "$py" - "$books" "$nlm" "$bg_sentences" $user_books <<'PY'
+  echo "== background text: books no test user reads ($(echo $all_books)) are excluded"
+  "$py" - "$books" "$nlm" "$bg_sentences" $all_books <<'PY'
 import random, sys
 from pathlib import Path
 from userlibri.lm.users import background_sentences
