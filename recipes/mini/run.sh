@@ -4,7 +4,8 @@
 # perplexity -> per-user WER with the shipped acoustic model (userlibri/models/mini), without an LM
 # and with the background, personal and interpolated n-grams fused by shallow fusion, streaming and
 # not, weights tuned on the dev users. Every stage is re-runnable; --stage N resumes from stage N.
-# Neural and DP LMs: recipes/mini/neural.sh, then stage 5 again with --neural-dir. CTC beam 30:
+# Neural and DP LMs: recipes/mini/neural.sh, then stage 5 again with --neural-dir (stage 3 rewrites
+# $work/lm/<book>: rerun neural.sh --stage 2 after it for the DP n-grams). CTC beam 30:
 # with the mini acoustic model (~65% WER alone) beam 10 cut the LMs' gains (test-clean, weights
 # tuned on test-clean for this check only: interpolated vs background 42.8 vs 44.7 at beam 10,
 # 36.8 vs 40.1 at beam 30, 34.7 vs 38.1 at beam 60, non-streaming; streaming 48.7 vs 50.1, 42.8 vs
@@ -31,7 +32,7 @@ while (($#)); do
     --seed) seed=$2; shift 2 ;;
     --neural-dir) neural_dir=$2; shift 2 ;;
     --beam) beam=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
