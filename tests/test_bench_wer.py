@@ -468,6 +468,14 @@ def test_cli_end_to_end_tunes_on_dev_only_and_resumes(tmp_path: Path) -> None:
     again_results, _ = _bench(tmp_path, root, lm)
     assert {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.jsonl")} == stamps
     assert again_results["splits"] == results["splits"]
+    # A rebuilt dataset (a dev user with one utterance fewer) is decoded afresh, not refused.
+    user_dir = root / "audio_data" / "dev" / "speaker-11-book-7"
+    trans = user_dir / "11-100.trans.txt"
+    trans.write_text(trans.read_text().splitlines(keepends=True)[0])
+    (user_dir / "11-100-0001.flac").unlink()
+    _bench(tmp_path, root, lm)
+    fresh = {p for p in (out / "cache" / "dev").rglob("*.jsonl") if p not in stamps}
+    assert fresh, "the dev users were decoded again"
 
 
 def _dataset_refs(root: Path, split: str) -> list[dict]:

@@ -17,8 +17,9 @@ Steps:
    ``results.csv``, ``per_user.csv``, ``results.md`` and PNG plots under ``out``.
 
 Hypotheses are cached per user and job under ``out/cache`` (the file name carries a hash of the
-model files, LM files and decoding settings), so a rerun resumes and a changed model or LM is
-decoded afresh. The merged hypotheses of each reported condition are ``out/hyps/<condition>/<split>.jsonl``.
+model files, LM files, the user's utterances and audio files and the decoding settings), so a rerun
+resumes and a changed model, LM or dataset is decoded afresh. The merged hypotheses of each
+reported condition are ``out/hyps/<condition>/<split>.jsonl``.
 """
 
 from __future__ import annotations
@@ -119,6 +120,16 @@ class _SplitData:
     utts: dict[str, list[Any]]  # user id -> Utterances
     refs: list[W.Reference]
     source: str
+    #: user id -> fingerprint of the user's utterance ids and audio files (part of the cache key:
+    #: a rebuilt dataset with other utterances or audio is decoded afresh, not refused)
+    utt_keys: dict[str, str] = field(default_factory=dict)
+
+    def utt_key(self, user: str) -> str:
+        key = self.utt_keys.get(user)
+        if key is None:
+            key = fingerprint([[x.id, *file_stamp(x.audio)] for x in self.utts[user]])
+            self.utt_keys[user] = key
+        return key
 
 
 @dataclass
@@ -271,6 +282,7 @@ def _job(st: _State, cond: Condition, split: str, user: str, weight: float, bonu
         "precision": d.precision,
         "chunk_ms": d.chunk_ms if cond.mode == "streaming" else None,
         "mode": cond.mode,
+        "utts": st.data[split].utt_key(user),
         "lm": spec.fingerprint() if spec else None,
         "w": weight if spec else 0.0,
         "b": bonus,
