@@ -22,6 +22,7 @@ from userlibri.asr.model import AcousticModel, count_parameters, ctc_greedy
 from userlibri.asr.train import (
     AVG_FILE,
     LOG_FILE,
+    TrainResult,
     augment_strength,
     average_checkpoints,
     learning_rate,
@@ -179,35 +180,20 @@ def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
     assert len(list((tmp_path / "part" / "checkpoints").glob("*.pt"))) <= 3
     cached = FeatureSet(feats / "train")
     assert len(cached) == 4 and cached[0].dtype == np.float32 and cached[0].shape[1] == 80
+
     # A finished schedule is extended with more epochs and a longer schedule.
+    def resume(config: ExperimentConfig, **kw) -> TrainResult:
+        return train(config, corpus, tmp_path / "part", resume=True, features_dir=feats, progress=False, **kw)
+
     with pytest.raises(UserLibriError, match="schedule_steps"):
-        train(
-            cfg, corpus, tmp_path / "part", resume=True, features_dir=feats, progress=False, schedule_steps=2
-        )
+        resume(cfg, schedule_steps=2)
     longer = replace(cfg, train=replace(cfg.train, epochs=4))
-    more = train(
-        longer,
-        corpus,
-        tmp_path / "part",
-        resume=True,
-        features_dir=feats,
-        progress=False,
-        schedule_steps=done.step + 10,
-    )
+    more = resume(longer, schedule_steps=done.step + 10)
     assert more.finished and more.epoch == 4 and more.step > done.step
     last = torch.load(sorted((tmp_path / "part" / "checkpoints").glob("*.pt"))[-1], weights_only=False)
     assert last["total_steps"] == done.step + 10
     # A rerun of a run that reached --max-steps stops at once, even with its (now past) schedule.
-    again = train(
-        longer,
-        corpus,
-        tmp_path / "part",
-        resume=True,
-        features_dir=feats,
-        progress=False,
-        schedule_steps=more.step,
-        max_steps=more.step,
-    )
+    again = resume(longer, schedule_steps=more.step, max_steps=more.step)
     assert again.step == more.step
 
 
