@@ -51,3 +51,18 @@ def test_onnx_joiner_broadcasts_one_frame_over_decoder_rows() -> None:
     dec = rng.normal(size=(5, am.meta.joiner_dim)).astype(np.float32)
     assert np.array_equal(am.joiner(enc, dec), am.joiner(np.repeat(enc, 5, axis=0), dec))
     assert am.joiner(enc, dec[:0]).shape == (0, am.meta.vocab_size)
+
+
+def test_search_joiner_equals_the_checked_joiner() -> None:
+    from userlibri.asr.onnx_model import OnnxAcousticModel
+
+    am = OnnxAcousticModel(model_dir(), precision="int8", mode="offline")
+    fast = am.search_joiner()
+    rng = np.random.default_rng(1)
+    enc = rng.normal(size=(1, am.meta.joiner_dim)).astype(np.float32)
+    dec = rng.normal(size=(7, am.meta.joiner_dim)).astype(np.float32)
+    assert np.array_equal(fast(enc, dec), am.joiner(enc, dec))
+    assert np.array_equal(fast(np.repeat(enc, 7, axis=0), dec), am.joiner(enc, dec))
+    assert fast(enc, dec[:0]).shape == (0, am.meta.vocab_size)
+    with pytest.raises(Exception, match="(?i)type|dtype"):  # onnxruntime's own refusal
+        fast(enc.astype(np.float64), dec)

@@ -132,7 +132,7 @@ def make_search(
         return CtcBeamSearch(config.decoding, **common)
     return TransducerBeamSearch(
         am.decoder,
-        am.joiner,
+        am.search_joiner(),
         config.decoding,
         context_size=meta.context_size,
         joiner_broadcasts=True,

@@ -374,21 +374,16 @@ class TransducerBeamSearch(StreamingSearch):
         if min_lp > NEG_INF:
             ok &= lp_flat >= min_lp
         flat = ok.nonzero()[0]
-        idx = flat.tolist()
+        if cap and flat.size > cap:
+            # The best `cap` by score, stable (ties in row-major order), back in row-major order.
+            order = np.argsort(-scored[flat], kind="stable")[:cap]
+            order.sort()
+            flat = flat[order]
         lps = lp_flat[flat].tolist()
         if cand is not None:
-            tokens = cand.ravel()[flat].tolist()
-        if cap and len(idx) > cap:
-            # The best `cap` by score, stable (ties in row-major order), back in row-major order.
-            vals = scored[flat].tolist()
-            pick = sorted(sorted(range(len(vals)), key=vals.__getitem__, reverse=True)[:cap])
-            idx = [idx[k] for k in pick]
-            lps = [lps[k] for k in pick]
-            if cand is not None:
-                tokens = [tokens[k] for k in pick]
-        if cand is None:
-            tokens = [k % width for k in idx]
-        return [k // width for k in idx], tokens, lps
+            return (flat // width).tolist(), cand.ravel()[flat].tolist(), lps
+        rows, tokens = np.divmod(flat, width)
+        return rows.tolist(), tokens.tolist(), lps
 
     def _masked_flat(self, n: int, vocab: int) -> np.ndarray:
         """Flat indices of the blank and suppressed columns of an (n, vocab) matrix."""
