@@ -63,6 +63,7 @@ def test_streaming_and_offline_runs_report_consistent_numbers(audio: list[Path])
         lm=ARPA,
         no_lm=False,
         beam=4,
+        passes=2,
     )
     res = run_perf(MODEL, audio, config, progress=False)
     assert [(r["mode"], r["lm"]) for r in res["runs"]] == [("streaming", True), ("offline", True)]
@@ -75,12 +76,15 @@ def test_streaming_and_offline_runs_report_consistent_numbers(audio: list[Path])
         assert 0 < r["rss_loaded_mb"] <= r["peak_rss_mb"]
         assert r["model_load_seconds"] > 0 and r["lm_load_seconds"] > 0
         assert r["torch_loaded"] is False
+        # Timings are the fastest pass's; every pass is listed.
+        assert r["passes"] == 2 and len(r["pass_seconds"]) == 2
+        assert r["decode_seconds"] == pytest.approx(min(r["pass_seconds"]), abs=1e-3)
     stream = res["runs"][0]
     assert stream["model_chunk_ms"] == stream["chunk_ms"] == 160.0  # the tiny model's chunk
     lat = stream["chunk_latency_ms"]
     assert lat["n"] >= 25 and 0 < lat["p50"] <= lat["p95"] <= lat["max"]
     first = stream["first_partial"]
-    assert first["utterances"] == 2  # the random model emits tokens on this noise (deterministic)
+    assert first["decodes"] == 4  # 2 utterances x 2 passes: the random model emits tokens on this noise
     assert 0 < first["step_ms"]["p50"] <= first["compute_ms"]["p50"] + 1e-6
     assert 0 < first["audio_s"]["max"] <= 3.0 and first["wait_s"]["max"] <= 0.16
     assert "chunk_latency_ms" not in res["runs"][1]
@@ -108,6 +112,9 @@ def test_cli_writes_json_and_markdown(tmp_path: Path, audio: list[Path]) -> None
     # Precisions the directory lacks are skipped by default, with the files they miss.
     assert "encoder.int8.onnx" in data["skipped_precisions"]["int8"]
     assert "| float | 1 | offline | ctc | no |" in md.read_text() and "wrote" in result.output
+    assert data["runs"][0]["passes"] == 3  # the default
+    bad = CliRunner().invoke(perf, [*args[:-1], "--passes", "0"])
+    assert bad.exit_code == 2 and "--passes" in bad.output
 
 
 def test_targets_pass_and_miss_on_the_target_configuration() -> None:
@@ -174,6 +181,7 @@ def test_user_with_lm_picks_the_first_user_whose_book_has_an_lm(tmp_path: Path, 
         ({"modes": ()}, "modes"),
         ({"precisions": ("fp16",)}, "precisions"),
         ({"chunk_ms": 0.0}, "chunk_ms"),
+        ({"passes": 0}, "passes"),
     ],
 )
 def test_bad_config_values_are_named(kw: dict[str, Any], match: str) -> None:
@@ -198,3 +206,5 @@ def test_run_spec_round_trips_and_rejects_unknown_keys() -> None:
     assert RunSpec.from_json(spec.to_json()) == spec
     with pytest.raises(ConfigError, match="unknown keys"):
         RunSpec.from_json(json.dumps({**json.loads(spec.to_json()), "extra": 1}))
+    with pytest.raises(ConfigError, match="passes"):
+        RunSpec.from_json(json.dumps({**json.loads(spec.to_json()), "passes": 0}))

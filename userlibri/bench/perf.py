@@ -66,6 +66,8 @@ class PerfConfig:
     #: Streaming audio fed per call in ms; None: the model's chunk.
     chunk_ms: float | None = None
     warmup: bool = True
+    #: Decodes of the audio per configuration; timings from the fastest (perf_worker docstring).
+    passes: int = 3
     timeout: float = DEFAULT_RUN_TIMEOUT
 
     def validate(self) -> PerfConfig:
@@ -90,6 +92,8 @@ class PerfConfig:
             raise ConfigError(f"chunk_ms: expected > 0 (or the model's chunk), found {self.chunk_ms}")
         if not self.timeout > 0:
             raise ConfigError(f"timeout: expected > 0 seconds, found {self.timeout}")
+        if self.passes < 1:
+            raise ConfigError(f"passes: expected >= 1, found {self.passes}")
         return self
 
 
@@ -262,6 +266,7 @@ def make_specs(
             lm_weight=config.lm_weight,
             chunk_ms=config.chunk_ms,
             warmup=config.warmup,
+            passes=config.passes,
         ).validate()
         for p in precisions
         for t in config.threads

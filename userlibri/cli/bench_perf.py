@@ -68,6 +68,13 @@ def _ints(value: str, what: str) -> tuple[int, ...]:
 )
 @click.option("--no-warmup", is_flag=True, help="Do not decode 1 s of noise (untimed) before measuring.")
 @click.option(
+    "--passes",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Decodes of the audio per configuration; RTF and shares from the fastest.",
+)
+@click.option(
     "--timeout", type=float, default=DEFAULT_RUN_TIMEOUT, show_default=True, help="Seconds per configuration."
 )
 @click.option(
@@ -95,6 +102,7 @@ def perf(
     lm_weight: float,
     chunk_ms: float | None,
     no_warmup: bool,
+    passes: int,
     timeout: float,
     out: Path,
     markdown: Path | None,
@@ -119,6 +127,7 @@ def perf(
         lm_weight=lm_weight,
         chunk_ms=chunk_ms,
         warmup=not no_warmup,
+        passes=passes,
         timeout=timeout,
     )
     results = bench_perf(model, audio, manifest, n or None, config, out, markdown, progress=not quiet)
