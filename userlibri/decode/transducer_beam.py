@@ -233,9 +233,9 @@ class TransducerBeamSearch(StreamingSearch):
         # A new candidate is a child node, or (single-LM fast path) a pending tuple that becomes
         # a node only if kept (see _pending).
         all_nodes: list[Any] = list(nodes)
-        all_keys = [nd.key for nd in nodes]
         all_times = list(times)
         priors = list(prior)
+        src: list[int] = []  # the row each new candidate extends
         if rows:
             if self._inline:
                 cands, keys, cand_priors = self._pending(nodes, rows, tokens)
@@ -243,20 +243,20 @@ class TransducerBeamSearch(StreamingSearch):
                 cands = self.fusion.extend([(nodes[i], c) for i, c in zip(rows, tokens, strict=True)])
                 keys = [c.key for c in cands]
                 cand_priors = [c.prior for c in cands]
-            live = {k: j for j, k in enumerate(all_keys)}
+            # Only a live hypothesis can have a candidate's token sequence (its parent's plus one
+            # token): live sequences are distinct, so two candidates never share one.
+            live = {nd.key: j for j, nd in enumerate(nodes)}
             for i, cand, key, p, x in zip(rows, cands, keys, cand_priors, tok_lp, strict=True):
                 value = am[i] + x
                 j = live.get(key)
-                if j is not None and _same_sequence(all_nodes[j], cand):
+                if j is not None and _same_sequence(nodes[j], cand):
                     # Same token sequence as a live hypothesis (which emitted blank): merge.
                     if value > new_am[j]:
                         all_times[j] = (t, times[i])
                     new_am[j] = log_add(new_am[j], value)
                     continue
-                live[key] = len(all_nodes)
                 all_nodes.append(cand)
-                all_keys.append(key)
-                all_times.append((t, times[i]))
+                src.append(i)
                 new_am.append(value)
                 priors.append(p)
         keep = top_indices([a + p for a, p in zip(new_am, priors, strict=True)], cfg.beam, cfg.beam_prune)
@@ -267,13 +267,14 @@ class TransducerBeamSearch(StreamingSearch):
         out_nodes = [
             _materialize(all_nodes[j]) if type(all_nodes[j]) is tuple else all_nodes[j] for j in keep
         ]
+        out_times = [all_times[j] if j < n else (t, times[src[j - n]]) for j in keep]
         out_dec = self._decoder_rows(keep, n, out_nodes, dec)
         return (
             out_nodes,
             [new_am[j] for j in keep],
             [priors[j] for j in keep],
             out_dec,
-            [all_times[j] for j in keep],
+            out_times,
         )
 
     def _pending(
