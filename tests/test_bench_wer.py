@@ -593,3 +593,57 @@ def test_model_precision_defaults_to_the_files_the_model_has(tmp_path: Path) -> 
     res = CliRunner().invoke(wer, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "b" / "results.json").read_text())["config"]["precision"] == "int8"
+
+
+def test_tuning_is_a_coordinate_search_that_revisits_the_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weight and bonus trade off: the weight picked at bonus 0 (0.3) is not the best at the bonus
+    picked next (1.0), so round 2 moves it (to 0.8) and keeps the bonus; the no-LM condition only
+    tunes its bonus (0 is best without an LM here). Points already decoded are not decoded again;
+    the largest grid value is flagged."""
+    from types import SimpleNamespace
+
+    from userlibri.bench import wer_run
+
+    def dev_wer(w: float, b: float) -> float:  # best at w = 0.3 + 0.5 b, and better with a bonus
+        return 0.4 + 0.5 * (w - 0.3 - 0.5 * b) ** 2 - 0.2 * b
+
+    decoded: list[tuple[str, float, float]] = []
+
+    def fake_run(st, split, points, desc):  # noqa: ANN001, ANN202
+        out = {}
+        for name, pts in points.items():
+            for w, b in pts:
+                decoded.append((name, w, b))
+                out[(name, w, b)] = (w, b)
+        return out
+
+    monkeypatch.setattr(wer_run, "_run", fake_run)
+    monkeypatch.setattr(wer_run, "_score", lambda st, split, wb: ([wb], {}))
+    monkeypatch.setattr(wer_run, "_mean_wer", lambda scores: (dev_wer(*scores[0]), dev_wer(*scores[0])))
+    lm_cond, none_cond = Condition("offline", "personal", "ngram"), Condition("offline")
+    cfg = SimpleNamespace(
+        conditions=(none_cond, lm_cond),
+        tune_split="dev",
+        lm_weights=(0.3, 0.5, 0.8),
+        length_bonuses=(0.0, 1.0),
+        default_bonus=0.0,
+        tune_rounds=3,
+    )
+    st = SimpleNamespace(
+        cfg=cfg,
+        dead=set(),
+        specs={(c.name, "dev"): {} for c in cfg.conditions},
+        data={"dev": SimpleNamespace(users=[SimpleNamespace(user_id="u1")])},
+    )
+    record = wer_run._tune(st)  # type: ignore[arg-type]
+    assert record["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.8, "length_bonus": 1.0}
+    assert record["chosen"]["offline/none"] == {"lm_weight": 0.0, "length_bonus": 0.0}
+    lm_points = [(w, b) for n, w, b in decoded if n == "offline/ngram/personal"]
+    # Round 1: weights at bonus 0, bonuses at 0.3; round 2: weights at bonus 1 (0.3 already done),
+    # bonuses at 0.8 (both decoded already); round 3 is not needed (the bonus stayed 1.0).
+    assert lm_points == [(0.3, 0.0), (0.5, 0.0), (0.8, 0.0), (0.3, 1.0), (0.5, 1.0), (0.8, 1.0)]
+    assert len(set(lm_points)) == len(lm_points)  # nothing decoded twice
+    assert record["at_grid_edge"] == {"offline/ngram/personal": ["lm_weight", "length_bonus"]}
+    cfg.tune_rounds = 1  # one round: the old procedure, the weight stays where bonus 0 put it
+    decoded.clear()
+    assert wer_run._tune(st)["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.3, "length_bonus": 1.0}  # type: ignore[arg-type]

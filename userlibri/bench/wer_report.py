@@ -290,9 +290,13 @@ def markdown(results: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"Tuning: {tun['split']} users ({len(tun['users'])}), LM weights {tun['lm_weights']} at bonus "
-        f"{tun['default_bonus']:g}, then length bonuses {tun['length_bonuses']}; "
-        f"criterion: {tun['criterion']}.",
+        f"{tun['default_bonus']:g}, then length bonuses {tun['length_bonuses']}"
+        + (f" ({tun['method']})" if tun.get("method") else "")
+        + f"; criterion: {tun['criterion']}.",
     ]
+    if tun.get("at_grid_edge"):
+        edge = ", ".join(f"{k} ({' and '.join(v)})" for k, v in sorted(tun["at_grid_edge"].items()))
+        lines.append(f"At the largest grid value (a wider grid may do better): {edge}.")
     if results["skipped"]:
         lines += ["", "Skipped:", ""]
         for sk in results["skipped"]:

@@ -7,7 +7,8 @@ Steps:
    condition missing files for some user of a split is skipped there, with the reason.
 2. Tune on the users of ``tune_split`` (``dev`` by default, built by ``userlibri build`` when the
    corpus has a dev split): first the LM weight over ``lm_weights`` at ``default_bonus``, then the
-   length bonus over ``length_bonuses`` at the chosen weight, for each condition separately
+   length bonus over ``length_bonuses`` at the chosen weight, then (``tune_rounds``, default 2)
+   the weight again at that bonus and the bonus at the new weight, for each condition separately
    (no LM: the bonus only). The criterion is the average per-user WER; ties go to the earlier grid
    point. Test users never take part. If the tune split is a test split (no dev users), that split
    is not reported, and the results say so.
@@ -78,8 +79,10 @@ class BenchConfig:
     tune_split: str = DEFAULT_TUNE_SPLIT
     lm_weights: tuple[float, ...] = DEFAULT_LM_WEIGHTS
     length_bonuses: tuple[float, ...] = DEFAULT_LENGTH_BONUSES
-    #: Length bonus while the LM weight is tuned.
+    #: Length bonus while the LM weight is first tuned.
     default_bonus: float = 0.0
+    #: Rounds of the coordinate search (weight, then bonus) on the tune split; see ``_tune``.
+    tune_rounds: int = 2
     resamples: int = W.DEFAULT_RESAMPLES
     seed: int = 0
     confidence: float = W.DEFAULT_CONFIDENCE
@@ -107,6 +110,8 @@ class BenchConfig:
                 f"splits {self.splits}: the tune split {self.tune_split!r} cannot be reported "
                 "(weights tuned on its users would flatter it)"
             )
+        if self.tune_rounds < 1:
+            raise ConfigError(f"tune_rounds: expected >= 1, found {self.tune_rounds}")
         if self.resamples < 1 or self.jobs < 1 or self.max_users < 0 or self.mix_sentences < 1:
             raise ConfigError("resamples, jobs and mix_sentences must be >= 1 and max_users >= 0")
         if not 0 < self.confidence < 1:
@@ -367,55 +372,92 @@ def _mean_wer(scores: Sequence[W.UserScore]) -> tuple[float, float]:
 
 
 def _tune(st: _State) -> dict[str, Any]:
-    """Grid search on the tune split; returns the tuning record (grid and choices)."""
+    """Coordinate search on the tune split; returns the tuning record (grid and choices).
+
+    Per condition, round 1 picks the LM weight over ``lm_weights`` at ``default_bonus``, then the
+    length bonus over ``length_bonuses`` at that weight (no LM: the bonus only); each further round
+    (up to ``tune_rounds``) picks the weight again at the chosen bonus and the bonus at the new
+    weight, and stops once the bonus comes out as the one the weight was picked at (the next
+    round would repeat itself). Weight and bonus trade off (a heavier LM shortens hypotheses, a
+    bonus lengthens them), so the weight picked at bonus 0 is rarely the best at the bonus picked
+    next. Points already decoded are not decoded again. A choice at the largest value of its grid
+    is logged (the grid may be too narrow) and listed under ``at_grid_edge``."""
     cfg, split = st.cfg, st.cfg.tune_split
     live = [c for c in cfg.conditions if c.name not in st.dead and (c.name, split) in st.specs]
     grid: dict[str, list[dict[str, Any]]] = {c.name: [] for c in live}
-    chosen: dict[str, dict[str, float]] = {}
-    # Round 1: LM weight at the default bonus (conditions with an LM).
-    pts1 = {c.name: [(w, cfg.default_bonus) for w in cfg.lm_weights] for c in live if c.has_lm}
-    files = _run(st, split, pts1, f"tune weight ({split})") if pts1 else {}
-    best_w: dict[str, float] = {c.name: 0.0 for c in live if not c.has_lm}
-    for name, pts in pts1.items():
-        if name in st.dead:
-            continue
-        ranked = []
-        for i, (w, b) in enumerate(pts):
-            avg, pooled = _mean_wer(_score(st, split, files[(name, w, b)])[0])
-            grid[name].append({"lm_weight": w, "length_bonus": b, "avg_user_wer": avg, "pooled_wer": pooled})
-            ranked.append((avg, pooled, i, w))
-        best_w[name] = min(ranked)[3]
-    # Round 2: length bonus at the chosen weight.
-    pts2 = {n: [(w, b) for b in cfg.length_bonuses] for n, w in best_w.items() if n not in st.dead}
-    files = _run(st, split, pts2, f"tune bonus ({split})") if pts2 else {}
-    for name, pts in pts2.items():
-        if name in st.dead:
-            continue
-        ranked = []
-        for i, (w, b) in enumerate(pts):
-            avg, pooled = _mean_wer(_score(st, split, files[(name, w, b)])[0])
-            if (w, b) not in {(g["lm_weight"], g["length_bonus"]) for g in grid[name]}:
+    seen: dict[str, dict[tuple[float, float], tuple[float, float]]] = {c.name: {} for c in live}
+    weight = {c.name: 0.0 for c in live}
+    bonus = {c.name: cfg.default_bonus for c in live}
+    has_lm = {c.name: c.has_lm for c in live}
+    open_ = {c.name for c in live}  # conditions still being tuned
+
+    def evaluate(points: dict[str, list[tuple[float, float]]], desc: str) -> None:
+        todo = {n: [p for p in pts if p not in seen[n]] for n, pts in points.items() if n not in st.dead}
+        todo = {n: pts for n, pts in todo.items() if pts}
+        files = _run(st, split, todo, desc) if todo else {}
+        for name, pts in todo.items():
+            if name in st.dead:
+                continue
+            for w, b in pts:
+                avg, pooled = _mean_wer(_score(st, split, files[(name, w, b)])[0])
+                seen[name][(w, b)] = (avg, pooled)
                 grid[name].append(
                     {"lm_weight": w, "length_bonus": b, "avg_user_wer": avg, "pooled_wer": pooled}
                 )
-            ranked.append((avg, pooled, i, b))
-        chosen[name] = {"lm_weight": best_w[name], "length_bonus": min(ranked)[3]}
+
+    def best(name: str, pts: list[tuple[float, float]]) -> tuple[float, float]:
+        """The point with the lowest average per-user WER (ties: pooled WER, then grid order)."""
+        return min((*seen[name][p], i, p) for i, p in enumerate(pts))[3]
+
+    for r in range(1, cfg.tune_rounds + 1):
+        at_bonus = dict(bonus)
+        pts = {n: [(w, bonus[n]) for w in cfg.lm_weights] for n in sorted(open_) if has_lm[n]}
+        evaluate(pts, f"tune weight ({split}, round {r})")
+        for name, p in pts.items():
+            if name not in st.dead:
+                weight[name] = best(name, p)[0]
+        pts = {n: [(weight[n], b) for b in cfg.length_bonuses] for n in sorted(open_) if n not in st.dead}
+        evaluate(pts, f"tune bonus ({split}, round {r})")
+        for name, p in pts.items():
+            if name not in st.dead:
+                bonus[name] = best(name, p)[1]
+        # Converged: the next round would pick the same weight (same bonus) and then the same bonus.
+        open_ = {n for n in open_ if n not in st.dead and has_lm[n] and bonus[n] != at_bonus[n]}
+        if not open_:
+            break
+    chosen = {c.name: {"lm_weight": weight[c.name], "length_bonus": bonus[c.name]} for c in live}
+    edges: dict[str, list[str]] = {}
+    for c in live:
+        if c.name in st.dead:
+            continue
+        hit = [
+            k
+            for k, grid_ in (("lm_weight", cfg.lm_weights), ("length_bonus", cfg.length_bonuses))
+            if (c.has_lm or k == "length_bonus") and len(grid_) > 1 and chosen[c.name][k] == max(grid_)
+        ]
+        if hit:
+            edges[c.name] = hit
+            log.warning(
+                "%s: the tuned %s is the largest of its grid: try a wider grid", c.name, " and ".join(hit)
+            )
         log.info(
             "tuned %s on %s: lm weight %g, length bonus %g",
-            name,
+            c.name,
             split,
-            best_w[name],
-            chosen[name]["length_bonus"],
+            chosen[c.name]["lm_weight"],
+            chosen[c.name]["length_bonus"],
         )
     return {
         "split": split,
         "users": [u.user_id for u in st.data[split].users],
         "criterion": "average per-user WER (ties: pooled WER, then the earlier grid point)",
+        "method": f"coordinate search, at most {cfg.tune_rounds} round(s) of weight then bonus",
         "lm_weights": list(cfg.lm_weights),
         "length_bonuses": list(cfg.length_bonuses),
         "default_bonus": cfg.default_bonus,
         "grid": {k: v for k, v in grid.items() if k not in st.dead},
         "chosen": {k: v for k, v in chosen.items() if k not in st.dead},
+        "at_grid_edge": edges,
     }
 
 
@@ -539,6 +581,7 @@ def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
         "lm_weights": list(cfg.lm_weights),
         "length_bonuses": list(cfg.length_bonuses),
         "default_bonus": cfg.default_bonus,
+        "tune_rounds": cfg.tune_rounds,
         "resamples": cfg.resamples,
         "seed": cfg.seed,
         "confidence": cfg.confidence,

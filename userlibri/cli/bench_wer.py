@@ -73,7 +73,14 @@ def _seed(ctx: click.Context, seed: int | None) -> int:
     "--length-bonuses", default="0,0.5,1,2", show_default=True, help="Length bonus grid (at the best weight)."
 )
 @click.option(
-    "--default-bonus", type=float, default=0.0, show_default=True, help="Bonus while tuning the weight."
+    "--default-bonus", type=float, default=0.0, show_default=True, help="Bonus while first tuning the weight."
+)
+@click.option(
+    "--tune-rounds",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Rounds of weight-then-bonus search on the tune split (1: weight at --default-bonus, then bonus).",
 )
 @click.option("--beam", type=int, default=DEFAULT_BEAM, show_default=True)
 @click.option("--decoder", type=click.Choice(["ctc", "transducer"]), default="ctc", show_default=True)
@@ -116,6 +123,7 @@ def wer(
     lm_weights: str,
     length_bonuses: str,
     default_bonus: float,
+    tune_rounds: int,
     beam: int,
     decoder: str,
     precision: str | None,
@@ -155,6 +163,7 @@ def wer(
         lm_weights=_floats(lm_weights, "--lm-weights"),
         length_bonuses=_floats(length_bonuses, "--length-bonuses"),
         default_bonus=default_bonus,
+        tune_rounds=tune_rounds,
         resamples=resamples,
         seed=_seed(ctx, seed),
         confidence=confidence,
