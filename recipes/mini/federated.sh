@@ -200,7 +200,7 @@ for n in "${names[@]}"; do
   t0=$SECONDS
   "${userlibri[@]}" bench wer --dataset "$work/UserLibri" --lm-dir "$work/lm" --neural-dir "$view" \
     --out "$view/out" --kinds neural --lms background --modes offline --neural-precision float \
-    --lm-weights 0.3,0.5,0.8 --length-bonuses 0,0.5,1.5 --jobs 1 --quiet --no-plots \
+    --lm-weights 0.3,0.5,0.8,1.2 --length-bonuses 0,0.5,1.5,3 --jobs 1 --quiet --no-plots \
     > /dev/null 2> "$view/bench.log"
   echo "   $n: $(( SECONDS - t0 )) s"
 done
