@@ -28,11 +28,11 @@
 # Then (stage wer, also run alone on an existing build with --stage wer) the per-user WER of every
 # LM above fused as the *background* LM into the acoustic model's beam search (word-synchronously,
 # over the tokenizer the LM was trained with): `userlibri bench wer` per LM, non-streaming, float
-# ONNX, LM weight {0.3, 0.5, 0.8} and length bonus {0, 0.5, 1.5} tuned on the dev users; one table
-# $fed/wer.md of the test-clean average per-user WER vs no LM, the public LM and central
-# fine-tuning. Stage wer alone (--stage wer, on work/demo: 8 LMs x 2 dev + 8 test users): 8 min 14 s
-# under nice -n 10 with one job, beside another job on a 2-core machine (about 1 min per LM); 5 s
-# when rerun unchanged (bench wer's decode cache).
+# ONNX, LM weight {0.3, 0.5, 0.8, 1.2} and length bonus {0, 0.5, 1.5, 3} tuned on the dev users
+# (bench wer's coordinate search); one table $fed/wer.md of the test-clean average per-user WER vs
+# no LM, the public LM and central fine-tuning. Stage wer alone (--stage wer, on work/demo: 8 LMs x
+# 2 dev + 8 test users): 17 min with one job beside other jobs on a 2-core machine, the grid points
+# of the earlier 3x3 grid cached (1-6 min per LM); 5 s when rerun unchanged (bench wer's decode cache).
 #
 # The adaptive clip starts at Andrew et al.'s 0.1 but moves with a geometric rate of 0.5, not
 # their 0.2: in a 60-round run (theirs had 1,500) it must reach the update norms in ~15 rounds.
