@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -295,6 +296,12 @@ def test_config_files_and_sizes() -> None:
         assert count_parameters(model) <= limit, path
         assert cfg.model.num_layers >= 8
         assert cfg.model.decode_chunk * 4 * cfg.features.frame_shift_ms <= 320
+    # The phases of train_am.sh resume one run: they may change train fields only.
+    phases = [
+        load_config(ROOT / f"recipes/mini/conf/{n}.yaml") for n in ("am", "am-sp", "am-noise", "am-kokoro")
+    ]
+    assert all(p.model == phases[0].model and p.tokenizer == phases[0].tokenizer for p in phases)
+    assert phases[-1].train.add_train_repeat > 1
 
 
 def test_config_errors(tmp_path: Path) -> None:
@@ -469,3 +476,68 @@ def test_ctc_only_steps(corpus: Path, tmp_path: Path) -> None:
     assert all(r["ctc"] > 0 for r in train_records)
     with pytest.raises(ConfigError, match="ctc_only_steps"):
         TrainConfig(ctc_only_steps=-1).validate()
+
+
+def _renamed_copy(corpus: Path, dest: Path, speaker: str) -> Path:
+    """``corpus`` with its speaker 1 renamed (new utterance ids, same audio and texts)."""
+    for split in ("train", "dev"):
+        src = corpus / split / "1" / "2"
+        out = dest / split / speaker / "2"
+        out.mkdir(parents=True)
+        trans = {}
+        for flac in sorted(src.glob("*.flac")):
+            utt = f"{speaker}-{flac.stem.partition('-')[2]}"
+            shutil.copy(flac, out / f"{utt}.flac")
+            trans[utt] = next(t for u, t in _read_trans(src) if u == flac.stem)
+        write_transcripts(out / f"{speaker}-2.trans.txt", trans)
+    return dest
+
+
+def _read_trans(chdir: Path) -> list[tuple[str, str]]:
+    lines = (chdir / "1-2.trans.txt").read_text().splitlines()
+    return [(line.split(" ", 1)[0], line.split(" ", 1)[1]) for line in lines]
+
+
+def test_add_train_corpora(corpus: Path, tmp_path: Path) -> None:
+    """--add-train: another corpus joins training, repeated add_train_repeat times per epoch, with
+    its own feature caches; ids it shares with the main corpus are an error naming them."""
+    extra = _renamed_copy(corpus, tmp_path / "LibriSpeech-extra", "7")
+    cfg = _exp_config(add_train_repeat=3, speed_factors=(1.1,))
+    feats = tmp_path / "feats"
+    res = train(
+        cfg, corpus, tmp_path / "exp", max_steps=1, features_dir=feats, progress=False, add_train=[extra]
+    )
+    assert res.step == 1
+    info = json.loads((tmp_path / "exp" / "data.json").read_text())
+    assert [c["utterances"] for c in info["corpora"]] == [4, 4]
+    assert [c["repeat"] for c in info["corpora"]] == [1, 3]
+    # 2 copies (speeds 1.0, 1.1) of 4 main utterances + 3 x 2 copies of 4 added ones.
+    assert info["copies_per_corpus"] == 2 and info["items_per_epoch"] == 8 + 24
+    assert (feats / "add-LibriSpeech-extra" / "train-sp1.1" / "index.json").is_file()
+    with pytest.raises(UserLibriError, match=r"4 shared with the main corpus \(e\.g\. 1-2-0000"):
+        train(
+            cfg,
+            corpus,
+            tmp_path / "clash",
+            max_steps=1,
+            features_dir=feats,
+            progress=False,
+            add_train=[corpus],
+        )
+    from userlibri.cli.asr import command
+
+    result = CliRunner().invoke(
+        command,
+        [
+            "train",
+            "--config",
+            str(ROOT / "recipes/mini/conf/am.yaml"),
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp_path / "x"),
+            "--add-train",
+            str(tmp_path / "nowhere"),
+        ],
+    )
+    assert result.exit_code != 0 and "nowhere" in result.output

@@ -57,6 +57,16 @@ def _exp(root: Path) -> Path:
 
 def test_ship_copies_evaluates_and_writes_a_card(tmp_path: Path) -> None:
     data, exp, out = _layout(tmp_path / "LS"), _exp(tmp_path / "exp"), tmp_path / "shipped"
+    # A corpus added with `asr train --add-train` is listed with its synth.json numbers.
+    extra = tmp_path / "LS-extra"
+    extra.mkdir()
+    train = {"hours": 1.8, "utterances": 514, "readers": 22, "voices": ["kokoro:jf_alpha"]}
+    (extra / "synth.json").write_text(json.dumps({"splits": {"train": train}}))
+    corpora = [
+        {"data": str(data), "utterances": 6, "repeat": 1},
+        {"data": str(extra), "utterances": 514, "repeat": 5},
+    ]
+    (exp / "data.json").write_text(json.dumps({"train_split": "train", "corpora": corpora}))
     meta = ship_model(exp, MODEL, data, out, precisions=("float",), progress=False)
     for name in ("encoder.onnx", "encoder-streaming.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt"):
         assert (out / name).is_file()
@@ -75,6 +85,10 @@ def test_ship_copies_evaluates_and_writes_a_card(tmp_path: Path) -> None:
     card = (out / CARD_FILE).read_text()
     assert "| test-other |" in card and f"| test-clean | {expected} |" in card
     assert "factors 1.0, 1.15" in card and "slope 0-2 at 0-25 dB SNR" in card
+    assert (
+        "- added (LS-extra, `asr train --add-train`, x5 per epoch): 1.80 h, 514 utterances, 22 readers"
+        in card
+    )
 
 
 def test_ship_errors_leave_nothing_behind(tmp_path: Path) -> None:

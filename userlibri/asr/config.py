@@ -180,6 +180,10 @@ class TrainConfig:
     noise_snr_db: tuple[float, float] = (0.0, 25.0)
     noise_slope: tuple[float, float] = (0.0, 2.0)
     reverb_prob: float = 0.5
+    #: Corpora added with ``asr train --add-train``: each of their cached copies (the same speeds
+    #: and noise copies as the main corpus) appears this many times per epoch, so a small corpus
+    #: of new voices is not drowned by the main one.
+    add_train_repeat: int = 1
     #: Checkpoints: every ``checkpoint_minutes`` and at each epoch end; keep the newest ``keep``.
     checkpoint_minutes: float = 10.0
     keep_checkpoints: int = 5
@@ -200,6 +204,7 @@ class TrainConfig:
             "keep_checkpoints",
             "average_last",
             "log_every",
+            "add_train_repeat",
         )
         for name in positive:
             if getattr(self, name) < 1:

@@ -143,12 +143,32 @@ def _training_summary(exp: Path) -> dict[str, Any]:
     return out
 
 
-def _data_summary(data: Path) -> dict[str, Any]:
+#: Written by ``asr.train`` into each experiment (defined here: ship must not import torch).
+DATA_FILE = "data.json"
+
+
+def _data_summary(data: Path, exp: Path | None = None) -> dict[str, Any]:
+    """The corpus's synth.json splits, plus the corpora ``asr train --add-train`` added to the last
+    run of ``exp`` (from its data.json): their train split and how often it repeats per epoch."""
     path = data / "synth.json"
     if not path.is_file():
         return {}
     synth = json.loads(path.read_text(encoding="utf-8"))
-    return {"splits": synth.get("splits", {}), "perturbation": synth.get("config", {}).get("perturbation")}
+    out = {"splits": synth.get("splits", {}), "perturbation": synth.get("config", {}).get("perturbation")}
+    used = (
+        json.loads((exp / DATA_FILE).read_text(encoding="utf-8"))
+        if exp and (exp / DATA_FILE).is_file()
+        else {}
+    )
+    added = []
+    for corpus in used.get("corpora", [])[1:]:
+        extra = Path(corpus["data"]) / "synth.json"
+        split = json.loads(extra.read_text(encoding="utf-8")).get("splits", {}) if extra.is_file() else {}
+        train = split.get(used.get("train_split", "train"), {"utterances": corpus["utterances"]})
+        added.append({"name": Path(corpus["data"]).name, "repeat": corpus["repeat"], **train})
+    if added:
+        out["added"] = added
+    return out
 
 
 def render_card(meta: dict[str, Any]) -> str:
@@ -178,6 +198,12 @@ def render_card(meta: dict[str, Any]) -> str:
         lines.append(
             f"- {split}: {s.get('hours', 0):.2f} h, {s.get('utterances')} utterances, {s.get('readers')} "
             f"readers, {s.get('books')} books, voices {', '.join(s.get('voices', []))}"
+        )
+    for s in data.get("added", []):
+        lines.append(
+            f"- added ({s['name']}, `asr train --add-train`, x{s['repeat']} per epoch): "
+            f"{s.get('hours', 0):.2f} h, {s.get('utterances')} utterances, {s.get('readers')} readers, "
+            f"voices {', '.join(s.get('voices', []))}"
         )
     lines += [
         "",
@@ -260,7 +286,7 @@ def ship_model(
             "precisions": list(precisions),
             "size_bytes": sum((tmp / n).stat().st_size for n in names if n.endswith((".onnx", ".ort"))),
             "training": _training_summary(exp),
-            "data": _data_summary(data),
+            "data": _data_summary(data, exp),
             "eval": ev,
             "hardware": hardware,
             "note": note,

@@ -9,6 +9,7 @@ Experiment directory (``out``)::
     tokenizer/             tokenizer.model, tokens.txt, ... (trained here unless one is given)
     feature_stats.json     global CMVN statistics of the training features
     checkpoints/ckpt-<step>.pt
+    data.json              the training corpora, their utterance counts and repeats, items per epoch
     train_log.jsonl        {"event": "train" | "dev" | "stop", ...} one JSON object a line
     model-avg.pt           average of the newest ``average_last`` checkpoints (see ``load_model``)
 
@@ -23,6 +24,7 @@ import functools
 import logging
 import math
 import random
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +74,7 @@ from userlibri.asr.run_control import (  # noqa: F401 (LOG_FILE re-exported)
     set_rng_state,
     truncate_log,
 )
+from userlibri.asr.ship import DATA_FILE  # what the training data of a run was (each start/resume)
 from userlibri.errors import UserLibriError
 from userlibri.features import FeatureStats
 from userlibri.fsio import atomic_path, exclusive_dir, write_json_atomic
@@ -233,6 +236,63 @@ def evaluate(
 # ----------------------------------------------------------------------------- training
 
 
+def _cached_copies(
+    utts: Sequence[SourceUtt],
+    root: Path,
+    split: str,
+    config: ExperimentConfig,
+    speeds: Sequence[float],
+    jobs: int,
+    progress: bool,
+) -> list[FeatureSet]:
+    """The cached copies of one training corpus: one per speed, then the noise copies."""
+    tc = config.train
+    return [
+        build_feature_cache(
+            utts, root / (split if s == 1.0 else f"{split}-sp{s:g}"), config.features, s, jobs, progress
+        )
+        for s in speeds
+    ] + [
+        build_feature_cache(
+            utts,
+            root / f"{split}-aug{k}",
+            config.features,
+            1.0,
+            jobs,
+            progress,
+            Augment(k, tc.seed, tuple(speeds), tc.noise_snr_db, tc.noise_slope, tc.reverb_prob),
+        )
+        for k in range(1, tc.noise_copies + 1)
+    ]
+
+
+def _added_corpora(
+    roots: Sequence[str | Path], split: str, main: Sequence[SourceUtt], feat_root: Path
+) -> list[tuple[list[SourceUtt], Path]]:
+    """(utterances, cache root) of each ``--add-train`` corpus; clashing ids or names are errors."""
+    seen = {u.id: "the main corpus" for u in main}
+    out: list[tuple[list[SourceUtt], Path]] = []
+    names: set[str] = set()
+    for root in roots:
+        root = Path(root)
+        name = "add-" + re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name)
+        if name in names:
+            raise UserLibriError(
+                f"--add-train {root}: another added corpus has the directory name {root.name!r}"
+            )
+        names.add(name)
+        utts = load_utterances(root, split)
+        clash = sorted(u.id for u in utts if u.id in seen)
+        if clash:
+            raise UserLibriError(
+                f"--add-train {root}: expected utterance ids unused by the other corpora, found "
+                f"{len(clash)} shared with {seen[clash[0]]} (e.g. {', '.join(clash[:3])})"
+            )
+        seen.update({u.id: str(root) for u in utts})
+        out.append((utts, feat_root / name))
+    return out
+
+
 def _items(sets: Sequence[FeatureSet], tokenizer: Tokenizer, max_frames: int) -> tuple[list[Item], int]:
     """Training examples; utterances too long, too short or with more tokens than encoder frames
     (CTC cannot align them) are dropped. Returns (items, dropped)."""
@@ -292,6 +352,7 @@ def train(
     dev_split: str | None = "dev",
     progress: bool = True,
     schedule_steps: int | None = None,
+    add_train: Sequence[str | Path] = (),
 ) -> TrainResult:
     """Train (or with ``resume`` continue) an acoustic model in ``out``; see the module docstring.
 
@@ -299,6 +360,10 @@ def train(
     writes a checkpoint and ``model-avg.pt`` so a later ``resume`` continues exactly.
     ``schedule_steps`` sets the length of the learning-rate schedule, also on ``resume`` (where it
     otherwise comes from the checkpoint): how a finished or too-short schedule is extended.
+    ``add_train``: more corpora (LibriSpeech roots or manifest directories) whose ``train_split``
+    joins the training data, each cached under ``<features>/add-<directory name>/`` and repeated
+    ``train.add_train_repeat`` times per epoch; their utterance ids must not clash with the main
+    corpus's.
     """
     t_start = time.monotonic()
     config.validate()
@@ -331,28 +396,13 @@ def train(
     feat_root = Path(features_dir) if features_dir else out / "features"
     jobs = max(1, tc.num_workers)
     speeds = [1.0] + [f for f in tc.speed_factors if f != 1.0]
+    sources = [(train_utts, feat_root)] + _added_corpora(add_train, train_split, train_utts, feat_root)
     train_sets = [
-        build_feature_cache(
-            train_utts,
-            feat_root / (train_split if s == 1.0 else f"{train_split}-sp{s:g}"),
-            config.features,
-            s,
-            jobs,
-            progress,
-        )
-        for s in speeds
-    ] + [
-        build_feature_cache(
-            train_utts,
-            feat_root / f"{train_split}-aug{k}",
-            config.features,
-            1.0,
-            jobs,
-            progress,
-            Augment(k, tc.seed, tuple(speeds), tc.noise_snr_db, tc.noise_slope, tc.reverb_prob),
-        )
-        for k in range(1, tc.noise_copies + 1)
+        fs
+        for utts, root in sources
+        for fs in _cached_copies(utts, root, train_split, config, speeds, jobs, progress)
     ]
+    copies = len(train_sets) // len(sources)
     if (out / STATS_FILE).is_file():
         stats = FeatureStats.load(out / STATS_FILE)
     else:
@@ -360,10 +410,28 @@ def train(
         stats.save(out / STATS_FILE)
     max_in = int(tc.max_utt_seconds * 1000 / config.features.frame_shift_ms)
     items, dropped = _items(train_sets, tok, max_in)
+    # Sets of the added corpora come after the main corpus's `copies` sets.
+    items += [it for it in items if it.set_index >= copies] * (tc.add_train_repeat - 1)
     if not items:
         raise UserLibriError(f"{data}/{train_split}: no usable training utterances ({dropped} dropped)")
     if dropped:
         log.warning("dropped %d training utterances (too long, empty or more tokens than frames)", dropped)
+    write_json_atomic(
+        out / DATA_FILE,
+        {
+            "train_split": train_split,
+            "corpora": [
+                {"data": str(data), "utterances": len(train_utts), "repeat": 1},
+                *(
+                    {"data": str(root), "utterances": len(utts), "repeat": tc.add_train_repeat}
+                    for root, (utts, _) in zip(add_train, sources[1:], strict=True)
+                ),
+            ],
+            "copies_per_corpus": copies,
+            "items_per_epoch": len(items),
+            "dropped": dropped,
+        },
+    )
     dev_sets: list[FeatureSet] = []
     dev_items: list[Item] = []
     if dev_split and tc.dev_max_utts:

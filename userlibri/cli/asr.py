@@ -67,6 +67,14 @@ def command() -> None:
     help="Feature cache directory (default <out>/features); share it between experiments.",
 )
 @click.option("--train-split", default="train", show_default=True)
+@click.option(
+    "--add-train",
+    "add_train",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Another corpus (LibriSpeech root or manifest directory) whose --train-split joins the "
+    "training data, train.add_train_repeat times per epoch (repeatable).",
+)
 @click.option("--dev-split", default="dev", show_default=True, help="Empty to skip the dev WER.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_command(
@@ -82,6 +90,7 @@ def train_command(
     tokenizer: Path | None,
     features_dir: Path | None,
     train_split: str,
+    add_train: tuple[Path, ...],
     dev_split: str,
     no_progress: bool,
 ) -> None:
@@ -104,6 +113,7 @@ def train_command(
         dev_split=dev_split or None,
         progress=not no_progress,
         schedule_steps=schedule_steps,
+        add_train=add_train,
     )
     status = "finished" if result.finished else f"stopped ({result.stop_reason})"
     click.echo(
