@@ -438,11 +438,17 @@ def test_kokoro_phonemes_and_blends():
     assert re.fullmatch(r"[^,;?]+, [^,;?]+; [^,;?]+\?", ph), ph
     assert k.parse_voice("jf_alpha+jm_kumo") == [("jf_alpha", 0.5), ("jm_kumo", 0.5)]
     assert k.parse_voice("jf_alpha*3+jm_kumo") == [("jf_alpha", 0.75), ("jm_kumo", 0.25)]
-    with pytest.raises(ExternalToolError, match="af_heart"):
+    with pytest.raises(ConfigError, match="af_heart"):
         k.parse_voice("af_heart")
+    with pytest.raises(ConfigError, match="positive weight after"):
+        k.parse_voice("jf_alpha*0+jm_kumo")
     names = {v.name: v for v in tts.list_voices() if v.engine == "kokoro"}
-    assert len(names) == len(k.BASE_VOICES) + len(k.BLENDS) == 11
+    assert {f"kokoro:{v}" for v in [*k.BASE_VOICES, *k.BLENDS]} <= set(names) and len(k.BLENDS) == 6
     assert names["kokoro:jm_kumo"].sex == "M" and names["kokoro:jf_alpha+jm_kumo"].sex == "F"
+    # Any blend is a voice: registered on first use, its sex from the heavier side.
+    assert tts.get_voice("kokoro:jf_nezumi+jm_kumo*3").sex == "M"
+    with pytest.raises(ConfigError, match="expected base voices"):
+        tts.get_voice("kokoro:jf_nezumi+nobody")
 
 
 def test_kokoro_is_deterministic_and_blends_differ(tmp_path):

