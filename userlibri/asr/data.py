@@ -16,6 +16,10 @@ Noise augmentation (optional, ``TrainConfig.noise_copies``): each copy is one mo
 (``<split>-aug<k>/``) in which every utterance gets a speed, sox reverberation and additive
 colored noise drawn from a per-utterance seed (:class:`Augment`): deterministic, so a cache can be
 rebuilt bit for bit, and the same utterance sounds different in each copy.
+
+Training corpora: :func:`cached_copies` (every cached copy of one corpus), :func:`added_corpora`
+(``asr train --add-train``: more corpora, each with its own cache root) and :func:`training_items`
+(the examples CTC can align).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +38,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from userlibri.asr.config import ExperimentConfig
+from userlibri.asr.model import output_frames
 from userlibri.data.audio import read_audio, resample_audio
 from userlibri.data.librispeech import iter_split
 from userlibri.data.manifest import read_manifest
@@ -40,6 +47,7 @@ from userlibri.data.perturb import add_noise, colored_noise, sox_raw
 from userlibri.errors import DataFormatError, UserLibriError
 from userlibri.features import FeatureConfig, FeatureStats, compute_fbank
 from userlibri.fsio import atomic_path, write_json_atomic
+from userlibri.text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -316,3 +324,79 @@ def spec_augment(
             s = int(torch.randint(0, max(1, n - w + 1), (1,), generator=generator))
             out[i, s : s + w] = 0.0
     return out
+
+
+# ----------------------------------------------------------------------------- training corpora
+
+
+def cached_copies(
+    utts: Sequence[SourceUtt],
+    root: Path,
+    split: str,
+    config: ExperimentConfig,
+    speeds: Sequence[float],
+    jobs: int,
+    progress: bool,
+) -> list[FeatureSet]:
+    """The cached copies of one training corpus: one per speed, then the noise copies."""
+    tc = config.train
+    return [
+        build_feature_cache(
+            utts, root / (split if s == 1.0 else f"{split}-sp{s:g}"), config.features, s, jobs, progress
+        )
+        for s in speeds
+    ] + [
+        build_feature_cache(
+            utts,
+            root / f"{split}-aug{k}",
+            config.features,
+            1.0,
+            jobs,
+            progress,
+            Augment(k, tc.seed, tuple(speeds), tc.noise_snr_db, tc.noise_slope, tc.reverb_prob),
+        )
+        for k in range(1, tc.noise_copies + 1)
+    ]
+
+
+def added_corpora(
+    roots: Sequence[str | Path], split: str, main: Sequence[SourceUtt], feat_root: Path
+) -> list[tuple[list[SourceUtt], Path]]:
+    """(utterances, cache root) of each ``--add-train`` corpus; clashing ids or names are errors."""
+    seen = {u.id: "the main corpus" for u in main}
+    out: list[tuple[list[SourceUtt], Path]] = []
+    names: set[str] = set()
+    for root in roots:
+        root = Path(root)
+        name = "add-" + re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name)
+        if name in names:
+            raise UserLibriError(
+                f"--add-train {root}: another added corpus has the directory name {root.name!r}"
+            )
+        names.add(name)
+        utts = load_utterances(root, split)
+        clash = sorted(u.id for u in utts if u.id in seen)
+        if clash:
+            raise UserLibriError(
+                f"--add-train {root}: expected utterance ids unused by the other corpora, found "
+                f"{len(clash)} shared with {seen[clash[0]]} (e.g. {', '.join(clash[:3])})"
+            )
+        seen.update({u.id: str(root) for u in utts})
+        out.append((utts, feat_root / name))
+    return out
+
+
+def training_items(
+    sets: Sequence[FeatureSet], tokenizer: Tokenizer, max_frames: int
+) -> tuple[list[Item], int]:
+    """Training examples; utterances too long, too short or with more tokens than encoder frames
+    (CTC cannot align them) are dropped. Returns (items, dropped)."""
+    items, dropped = [], 0
+    for s, fs in enumerate(sets):
+        for i, (text, n) in enumerate(zip(fs.texts, fs.lengths.tolist(), strict=True)):
+            toks = tuple(tokenizer.encode(text))
+            if n > max_frames or not toks or output_frames(n) < len(toks):
+                dropped += 1
+                continue
+            items.append(Item(s, i, n, toks))
+    return items, dropped

@@ -24,7 +24,6 @@ import functools
 import logging
 import math
 import random
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -47,21 +46,22 @@ from userlibri.asr.checkpoint import (  # noqa: F401 (re-exported: the public AP
 )
 from userlibri.asr.config import ExperimentConfig, TrainConfig
 from userlibri.asr.data import (
-    Augment,
     FeatureSet,
     Item,
     SourceUtt,
+    added_corpora,
     build_feature_cache,
+    cached_copies,
     collate,
     load_utterances,
     make_batches,
     spec_augment,
+    training_items,
 )
 from userlibri.asr.model import (
     AcousticModel,
     count_parameters,
     ctc_greedy,
-    output_frames,
     sample_chunk,
     transducer_greedy,
 )
@@ -236,77 +236,6 @@ def evaluate(
 # ----------------------------------------------------------------------------- training
 
 
-def _cached_copies(
-    utts: Sequence[SourceUtt],
-    root: Path,
-    split: str,
-    config: ExperimentConfig,
-    speeds: Sequence[float],
-    jobs: int,
-    progress: bool,
-) -> list[FeatureSet]:
-    """The cached copies of one training corpus: one per speed, then the noise copies."""
-    tc = config.train
-    return [
-        build_feature_cache(
-            utts, root / (split if s == 1.0 else f"{split}-sp{s:g}"), config.features, s, jobs, progress
-        )
-        for s in speeds
-    ] + [
-        build_feature_cache(
-            utts,
-            root / f"{split}-aug{k}",
-            config.features,
-            1.0,
-            jobs,
-            progress,
-            Augment(k, tc.seed, tuple(speeds), tc.noise_snr_db, tc.noise_slope, tc.reverb_prob),
-        )
-        for k in range(1, tc.noise_copies + 1)
-    ]
-
-
-def _added_corpora(
-    roots: Sequence[str | Path], split: str, main: Sequence[SourceUtt], feat_root: Path
-) -> list[tuple[list[SourceUtt], Path]]:
-    """(utterances, cache root) of each ``--add-train`` corpus; clashing ids or names are errors."""
-    seen = {u.id: "the main corpus" for u in main}
-    out: list[tuple[list[SourceUtt], Path]] = []
-    names: set[str] = set()
-    for root in roots:
-        root = Path(root)
-        name = "add-" + re.sub(r"[^A-Za-z0-9._-]+", "_", root.resolve().name)
-        if name in names:
-            raise UserLibriError(
-                f"--add-train {root}: another added corpus has the directory name {root.name!r}"
-            )
-        names.add(name)
-        utts = load_utterances(root, split)
-        clash = sorted(u.id for u in utts if u.id in seen)
-        if clash:
-            raise UserLibriError(
-                f"--add-train {root}: expected utterance ids unused by the other corpora, found "
-                f"{len(clash)} shared with {seen[clash[0]]} (e.g. {', '.join(clash[:3])})"
-            )
-        seen.update({u.id: str(root) for u in utts})
-        out.append((utts, feat_root / name))
-    return out
-
-
-def _items(sets: Sequence[FeatureSet], tokenizer: Tokenizer, max_frames: int) -> tuple[list[Item], int]:
-    """Training examples; utterances too long, too short or with more tokens than encoder frames
-    (CTC cannot align them) are dropped. Returns (items, dropped)."""
-    items, dropped = [], 0
-    for s, fs in enumerate(sets):
-        for i, (text, n) in enumerate(zip(fs.texts, fs.lengths.tolist(), strict=True)):
-            toks = tuple(tokenizer.encode(text))
-            if n > max_frames or not toks or output_frames(n) < len(toks):
-                dropped += 1
-                continue
-            items.append(Item(s, i, n, toks))
-    return items, dropped
-
-
 def _locked_out(fn: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
     """Run ``fn(config, data, out, ...)`` holding ``out``'s lock: two trainers on one directory
     would interleave their checkpoints and logs."""
@@ -396,11 +325,11 @@ def train(
     feat_root = Path(features_dir) if features_dir else out / "features"
     jobs = max(1, tc.num_workers)
     speeds = [1.0] + [f for f in tc.speed_factors if f != 1.0]
-    sources = [(train_utts, feat_root)] + _added_corpora(add_train, train_split, train_utts, feat_root)
+    sources = [(train_utts, feat_root)] + added_corpora(add_train, train_split, train_utts, feat_root)
     train_sets = [
         fs
         for utts, root in sources
-        for fs in _cached_copies(utts, root, train_split, config, speeds, jobs, progress)
+        for fs in cached_copies(utts, root, train_split, config, speeds, jobs, progress)
     ]
     copies = len(train_sets) // len(sources)
     if (out / STATS_FILE).is_file():
@@ -409,7 +338,7 @@ def train(
         stats = train_sets[0].stats()
         stats.save(out / STATS_FILE)
     max_in = int(tc.max_utt_seconds * 1000 / config.features.frame_shift_ms)
-    items, dropped = _items(train_sets, tok, max_in)
+    items, dropped = training_items(train_sets, tok, max_in)
     # Sets of the added corpora come after the main corpus's `copies` sets.
     items += [it for it in items if it.set_index >= copies] * (tc.add_train_repeat - 1)
     if not items:
@@ -439,7 +368,7 @@ def train(
         dev_sets = [
             build_feature_cache(dev_utts, feat_root / dev_split, config.features, 1.0, jobs, progress)
         ]
-        dev_items, _ = _items(dev_sets, tok, 10**9)
+        dev_items, _ = training_items(dev_sets, tok, 10**9)
 
     # Model, optimizer, state.
     model = AcousticModel(am).to(dev)
