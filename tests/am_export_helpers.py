@@ -1,5 +1,6 @@
-"""Shared by tests/test_am_export.py and tests/test_onnx_model.py: a tiny random acoustic model and
-its exported model directory, built once per test session (the dynamo export takes ~30-60 s)."""
+"""Shared by the acoustic-model tests: a tiny random acoustic model and its exported model directory,
+built once per test process (the dynamo export takes ~30-60 s), and the 4 texts of the ``corpus``
+fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 
 WORDS = ("ABBA", "CAB", "BAD", "DEAF", "FADE", "BEAD", "FACE", "CAFE", "DAB", "GAG", "EGG")
 VOCAB = 20
+#: The 4 utterances of the ``corpus`` fixture (train = dev).
+TEXTS = ["HELLO WORLD", "THE CAT SAT ON THE MAT", "GOOD MORNING SIR", "YES OR NO"]
 CHUNK, LEFT = 4, 2
 
 _CACHE: dict[str, Any] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from am_export_helpers import one_thread, tiny_am_config  # noqa: F401 (fixture)
+from am_export_helpers import TEXTS, one_thread, tiny_am_config  # noqa: F401 (fixture)
 from click.testing import CliRunner
 
 from userlibri.asr.config import AMConfig, ExperimentConfig, TrainConfig, config_from_dict, load_config
@@ -30,7 +30,7 @@ from userlibri.asr.train import (
     load_model,
     train,
 )
-from userlibri.data.audio import read_audio, write_flac
+from userlibri.data.audio import read_audio
 from userlibri.data.librispeech import write_transcripts
 from userlibri.errors import ConfigError, DataFormatError, UserLibriError
 from userlibri.features import FeatureStats, compute_fbank
@@ -39,7 +39,6 @@ from userlibri.text.tokenizer import TokenizerConfig
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["HELLO WORLD", "THE CAT SAT ON THE MAT", "GOOD MORNING SIR", "YES OR NO"]
 
 
 def _tiny_am(**kw) -> AMConfig:
@@ -54,31 +53,6 @@ def _tiny_am(**kw) -> AMConfig:
             **kw,
         }
     )
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 4-utterance LibriSpeech-layout corpus (train = dev) synthesized with flite."""
-    from userlibri.data.tts import load_engine
-
-    try:
-        engine = load_engine("flite:kal16")
-    except Exception as e:  # noqa: BLE001 - flite is a Debian package the setup installs
-        pytest.skip(f"flite unavailable: {e}")
-    root = tmp_path_factory.mktemp("corpus")
-    for split in ("train", "dev"):
-        chdir = root / split / "1" / "2"
-        chdir.mkdir(parents=True)
-        trans = {}
-        for i, text in enumerate(TEXTS):
-            utt = f"1-2-{i:04d}"
-            wav = root / f"{split}{i}.wav"
-            engine.synthesize(text.lower(), wav)
-            samples, rate = read_audio(wav, 16000, resample=True)
-            write_flac(chdir / f"{utt}.flac", samples, rate)
-            trans[utt] = text
-        write_transcripts(chdir / "1-2.trans.txt", trans)
-    return root
 
 
 def _char_data(corpus: Path) -> tuple[torch.Tensor, torch.Tensor, list[list[int]], list[str]]:

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from userlibri import __version__
 from userlibri.asr import onnx_model as om
 from userlibri.asr.config import SUBSAMPLING_FACTOR
+from userlibri.asr.from_onnx import copy_module_scopes
 from userlibri.asr.model import AcousticModel, EncoderCache, count_parameters, input_frames
 from userlibri.errors import ConfigError, ExternalToolError, UserLibriError
 from userlibri.features import FeatureConfig, FeatureStats
@@ -240,6 +241,7 @@ def quantize_int8(float_path: Path, out_path: Path, work_dir: Path) -> None:
             str(prep), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OP_TYPES)
         )
     prep.unlink()
+    copy_module_scopes(float_path, out_path)
     set_metadata(out_path, meta)
 
 

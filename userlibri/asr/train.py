@@ -21,6 +21,7 @@ uninterrupted one on the same device.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import random
@@ -58,6 +59,7 @@ from userlibri.asr.data import (
     spec_augment,
     training_items,
 )
+from userlibri.asr.from_onnx import ImportedModel, check_init, import_for_training
 from userlibri.asr.model import (
     AcousticModel,
     count_parameters,
@@ -265,6 +267,16 @@ def _check_resumable(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> 
         log.info("resume: %s changed from %r to %r", k, saved.get(k), now.get(k))
 
 
+def _init_record(init: ImportedModel | None, out: Path) -> dict[str, str] | None:
+    """What a run started from; a resumed run keeps what its first start recorded."""
+    if init is not None:
+        return {"model_dir": str(init.model_dir), "model_version": init.model_version}
+    previous = out / DATA_FILE
+    if previous.is_file():
+        return json.loads(previous.read_text(encoding="utf-8")).get("init_from")
+    return None
+
+
 @_locked_out
 def train(
     config: ExperimentConfig,
@@ -282,6 +294,7 @@ def train(
     progress: bool = True,
     schedule_steps: int | None = None,
     add_train: Sequence[str | Path] = (),
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train (or with ``resume`` continue) an acoustic model in ``out``; see the module docstring.
 
@@ -292,7 +305,10 @@ def train(
     ``add_train``: more corpora (LibriSpeech roots or manifest directories) whose ``train_split``
     joins the training data, each cached under ``<features>/add-<directory name>/`` and repeated
     ``train.add_train_repeat`` times per epoch; their utterance ids must not clash with the main
-    corpus's.
+    corpus's. ``init_from``: an exported model directory (e.g. the shipped ``userlibri/models/mini``)
+    whose weights (``asr.from_onnx``), tokenizer and CMVN statistics a new run starts from (optimizer,
+    schedule and step start afresh); its architecture must be ``config.model``'s and its features
+    ``config.features``. A resumed run takes all of that from its checkpoint.
     """
     t_start = time.monotonic()
     config.validate()
@@ -316,10 +332,19 @@ def train(
 
     # Data: tokenizer, features, CMVN, items.
     train_utts = load_utterances(data, train_split)
+    init = (
+        import_for_training(init_from, config)
+        if init_from is not None and not (resume and existing)
+        else None
+    )
+    if init is not None and tokenizer is None:
+        tokenizer = init.model_dir
     tok = prepare_tokenizer(
         out, config, train_utts, data, train_split, Path(tokenizer) if tokenizer else None
     )
     am = replace(config.model, vocab_size=tok.vocab_size, blank_id=tok.blank_id).validate()
+    if init is not None:
+        check_init(init, am, tok)
     config = replace(config, model=am, train=tc)
     write_json_atomic(out / "config.json", config.to_dict())
     feat_root = Path(features_dir) if features_dir else out / "features"
@@ -334,6 +359,9 @@ def train(
     copies = len(train_sets) // len(sources)
     if (out / STATS_FILE).is_file():
         stats = FeatureStats.load(out / STATS_FILE)
+    elif init is not None:  # the statistics the imported model was trained with
+        stats = init.stats
+        stats.save(out / STATS_FILE)
     else:
         stats = train_sets[0].stats()
         stats.save(out / STATS_FILE)
@@ -356,6 +384,7 @@ def train(
                     for root, (utts, _) in zip(add_train, sources[1:], strict=True)
                 ),
             ],
+            "init_from": _init_record(init, out),
             "copies_per_corpus": copies,
             "items_per_epoch": len(items),
             "dropped": dropped,
@@ -371,7 +400,10 @@ def train(
         dev_items, _ = training_items(dev_sets, tok, 10**9)
 
     # Model, optimizer, state.
-    model = AcousticModel(am).to(dev)
+    model = AcousticModel(am)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
+    model = model.to(dev)
     nparams = count_parameters(model)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     chunk_rng = random.Random(tc.seed)

@@ -75,6 +75,14 @@ def command() -> None:
     help="Another corpus (LibriSpeech root or manifest directory) whose --train-split joins the "
     "training data, train.add_train_repeat times per epoch (repeatable).",
 )
+@click.option(
+    "--init-from",
+    "init_from",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Start from an exported model directory's weights, tokenizer and CMVN (e.g. the shipped "
+    "userlibri/models/mini; int8 weights are dequantized); the config must have its architecture.",
+)
 @click.option("--dev-split", default="dev", show_default=True, help="Empty to skip the dev WER.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train_command(
@@ -91,6 +99,7 @@ def train_command(
     features_dir: Path | None,
     train_split: str,
     add_train: tuple[Path, ...],
+    init_from: Path | None,
     dev_split: str,
     no_progress: bool,
 ) -> None:
@@ -114,6 +123,7 @@ def train_command(
         progress=not no_progress,
         schedule_steps=schedule_steps,
         add_train=add_train,
+        init_from=init_from,
     )
     status = "finished" if result.finished else f"stopped ({result.stop_reason})"
     click.echo(
