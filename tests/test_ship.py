@@ -66,7 +66,10 @@ def test_ship_copies_evaluates_and_writes_a_card(tmp_path: Path) -> None:
         {"data": str(data), "utterances": 6, "repeat": 1},
         {"data": str(extra), "utterances": 514, "repeat": 5},
     ]
-    (exp / "data.json").write_text(json.dumps({"train_split": "train", "corpora": corpora}))
+    init = {"model_dir": "userlibri/models/mini", "model_version": "step13600-922dfa2e5960b58b"}
+    (exp / "data.json").write_text(
+        json.dumps({"train_split": "train", "corpora": corpora, "init_from": init})
+    )
     meta = ship_model(exp, MODEL, data, out, precisions=("float",), progress=False)
     for name in ("encoder.onnx", "encoder-streaming.onnx", "decoder.onnx", "joiner.onnx", "tokens.txt"):
         assert (out / name).is_file()
@@ -87,6 +90,10 @@ def test_ship_copies_evaluates_and_writes_a_card(tmp_path: Path) -> None:
     assert "factors 1.0, 1.15" in card and "slope 0-2 at 0-25 dB SNR" in card
     assert (
         "- added (LS-extra, `asr train --add-train`, x5 per epoch): 1.80 h, 514 utterances, 22 readers"
+        in card
+    )
+    assert (
+        "- Initialised from step13600-922dfa2e5960b58b (`asr train --init-from userlibri/models/mini`)"
         in card
     )
 

@@ -168,6 +168,8 @@ def _data_summary(data: Path, exp: Path | None = None) -> dict[str, Any]:
         added.append({"name": Path(corpus["data"]).name, "repeat": corpus["repeat"], **train})
     if added:
         out["added"] = added
+    if used.get("init_from"):
+        out["init_from"] = used["init_from"]
     return out
 
 
@@ -211,6 +213,14 @@ def render_card(meta: dict[str, Any]) -> str:
         "HTS voices; test-other: a neural piper voice and flite with noise and reverberation).",
         "",
         "## Training",
+        *(
+            [
+                f"- Initialised from {data['init_from'].get('model_version')} "
+                f"(`asr train --init-from {data['init_from'].get('model_dir')}`); steps count from there"
+            ]
+            if data.get("init_from")
+            else []
+        ),
         f"- Steps: {train.get('steps')}, epochs completed: {train.get('epochs')}, wall time "
         f"{train.get('train_seconds', 0) / 60:.1f} min ({meta.get('hardware', 'see note')})",
         f"- Stop: {train.get('stop_reason')}; averaged checkpoints: {', '.join(train.get('averaged') or [])}",

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Train the shipped mini acoustic model further (phase 5) without the checkpoints of the runs that
+# made it: `asr train --init-from userlibri/models/mini` starts from its int8 weights (dequantized),
+# tokenizer and CMVN. Data: the ~23 h corpus of recipes/mini/train_am.sh with its speed and noise
+# copies, plus 40 random Kokoro voice blends (conf/synth-kokoro-blends.yaml, ~1.3 h);
+# conf/am-blends.yaml says how. Then export and ship, by
+# default NOT over the shipped model: compare $work/mini-next/MODEL_CARD.md with
+# userlibri/models/mini/MODEL_CARD.md, then rerun stage 4 with --ship-to userlibri/models/mini.
+#
+#   recipes/mini/continue_am.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S]
+#                               [--max-minutes M] [--max-steps N] [--threads T] [--device D]
+#                               [--from DIR] [--ship-to DIR]
+#
+# Stages: 0 book texts; 1 synthesize the corpora missing from $work (shared with train_am.sh: ~7
+# min for the main corpus, ~27 min for the blends on 2 cores); 2 train $work/exp-blends (features
+# ~10 min if train_am.sh has not cached them; 1,500 steps ~30 min on one CPU core; --max-minutes/--max-steps stop with a checkpoint, a rerun resumes); 3 export
+# $work/model-blends; 4 ship (greedy WER per split, voice and mode; ~1.5 min).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=work/am
+jobs=$(nproc)
+stage=0
+stop_stage=100
+seed=0
+max_minutes=0
+max_steps=0
+threads=1
+device=auto
+from=$root/userlibri/models/mini
+ship_to=
+while (($#)); do
+  case "$1" in
+    --work) work=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --stage) stage=$2; shift 2 ;;
+    --stop-stage) stop_stage=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    --max-minutes) max_minutes=$2; shift 2 ;;
+    --max-steps) max_steps=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --device) device=$2; shift 2 ;;
+    --from) from=$2; shift 2 ;;
+    --ship-to) ship_to=$2; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+ship_to=${ship_to:-$work/mini-next}
+userlibri="$root/.venv/bin/userlibri --seed $seed"
+books=${USERLIBRI_CACHE:-$HOME/.cache/userlibri}/corpora
+exp=$work/exp-blends
+mkdir -p "$work"
+run() { (($1 >= stage && $1 <= stop_stage)); }
+
+if run 0; then
+  echo "== stage 0: fetch public-domain book texts into $books"
+  $userlibri corpora fetch --cache "$books"
+fi
+if run 1; then
+  for pair in LibriSpeech:synth-train.yaml LibriSpeech-kokoro-blends:synth-kokoro-blends.yaml; do
+    out=$work/${pair%%:*} conf=$here/conf/${pair#*:}
+    if [[ -f $out/synth.json ]]; then
+      echo "== stage 1: $out exists (rm -r it to synthesize it again)"
+    else
+      echo "== stage 1: synthesize $out ($conf)"
+      $userlibri synth --books "$books" --out "$out" --config "$conf" --jobs "$jobs" --overwrite
+    fi
+  done
+fi
+if run 2; then
+  echo "== stage 2: train $exp from $from (a rerun resumes)"
+  limit=()
+  if [[ $max_minutes != 0 ]]; then limit+=(--max-minutes "$max_minutes"); fi
+  if [[ $max_steps != 0 ]]; then limit+=(--max-steps "$max_steps"); fi
+  resume=()
+  if compgen -G "$exp/checkpoints/ckpt-*.pt" > /dev/null; then resume=(--resume); fi
+  $userlibri asr train --config "$here/conf/am-blends.yaml" --data "$work/LibriSpeech" --out "$exp" \
+    --init-from "$from" --add-train "$work/LibriSpeech-kokoro-blends" \
+    --features-dir "$work/features" --threads "$threads" --device "$device" "${resume[@]}" "${limit[@]}"
+fi
+if run 3; then
+  echo "== stage 3: export to ONNX (float, int8, ORT)"
+  $userlibri asr export --checkpoint "$exp/model-avg.pt" --out "$work/model-blends"
+fi
+if run 4; then
+  echo "== stage 4: ship the int8 model with its greedy WER and model card to $ship_to"
+  $userlibri asr ship --exp "$exp" --model "$work/model-blends" --data "$work/LibriSpeech" --out "$ship_to" \
+    --precisions int8 --hardware "$(nproc) CPU cores, $threads training thread(s), device $device"
+  echo "compare $ship_to/MODEL_CARD.md with $from/MODEL_CARD.md"
+fi
