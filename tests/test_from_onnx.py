@@ -144,3 +144,24 @@ def test_cli_init_from_error(corpus: Path, bundle: dict[str, Any], tmp_path: Pat
     result = CliRunner().invoke(command, [*args, "--init-from", str(bundle["dir"]), "--max-steps", "1"])
     assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
     assert "d_model: 32 (model) vs 64 (config)" in str(result.exception)
+
+
+def test_the_shipped_model_continues_with_the_phase_5_config() -> None:
+    """recipes/mini/continue_am.sh: the shipped int8 model imports, and conf/am-blends.yaml has its
+    architecture, features and tokenizer (what `asr train --init-from` checks before training)."""
+    from userlibri.asr.config import load_config
+    from userlibri.asr.from_onnx import check_init, import_for_training
+    from userlibri.models import shipped_models
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = root / "userlibri" / "models" / "mini"
+    if "mini" not in shipped_models():
+        pytest.skip("no shipped model")
+    config = load_config(root / "recipes/mini/conf/am-blends.yaml")
+    im = import_for_training(shipped, config)
+    tok = Tokenizer.load(shipped)
+    check_init(im, replace(config.model, vocab_size=tok.vocab_size, blank_id=tok.blank_id), tok)
+    assert (
+        sum(p.numel() for p in im.model.parameters())
+        == json.loads((shipped / "model.json").read_text())["parameters"]["total"]
+    )
