@@ -2,7 +2,7 @@
 # Train the shipped mini acoustic model further (phase 5) without the checkpoints of the runs that
 # made it: `asr train --init-from userlibri/models/mini` starts from its int8 weights (dequantized),
 # tokenizer and CMVN. Data: the ~23 h corpus of recipes/mini/train_am.sh with its speed and noise
-# copies, plus 40 random Kokoro voice blends (conf/synth-kokoro-blends.yaml, ~1.3 h);
+# copies, plus 40 random Kokoro voice blends (conf/synth-kokoro-blends.yaml, ~0.7 h);
 # conf/am-blends.yaml says how. Then export and ship, by
 # default NOT over the shipped model: compare $work/mini-next/MODEL_CARD.md with
 # userlibri/models/mini/MODEL_CARD.md, then rerun stage 4 with --ship-to userlibri/models/mini.
@@ -12,8 +12,8 @@
 #                               [--from DIR] [--ship-to DIR]
 #
 # Stages: 0 book texts; 1 synthesize the corpora missing from $work (shared with train_am.sh: ~7
-# min for the main corpus, ~27 min for the blends on 2 cores); 2 train $work/exp-blends (features
-# ~10 min if train_am.sh has not cached them; 1,500 steps ~30 min on one CPU core; --max-minutes/--max-steps stop with a checkpoint, a rerun resumes); 3 export
+# min for the main corpus, ~14 min for the blends on 2 cores); 2 train $work/exp-blends (features
+# ~10 min if train_am.sh has not cached them; 1,000 steps ~20 min on one CPU core; --max-minutes/--max-steps stop with a checkpoint, a rerun resumes); 3 export
 # $work/model-blends; 4 ship (greedy WER per split, voice and mode; ~1.5 min).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
