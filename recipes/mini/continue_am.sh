@@ -42,7 +42,7 @@ while (($#)); do
     --device) device=$2; shift 2 ;;
     --from) from=$2; shift 2 ;;
     --ship-to) ship_to=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done

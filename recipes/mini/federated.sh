@@ -58,7 +58,7 @@ while (($#)); do
     --clips) clips=$2; shift 2 ;;
     --clip-lr) clip_lr=$2; shift 2 ;;
     --stage) stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done

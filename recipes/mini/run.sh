@@ -32,7 +32,7 @@ while (($#)); do
     --seed) seed=$2; shift 2 ;;
     --neural-dir) neural_dir=$2; shift 2 ;;
     --beam) beam=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done

@@ -40,7 +40,7 @@ while (($#)); do
     --threads) threads=$2; shift 2 ;;
     --device) device=$2; shift 2 ;;
     --ship-to) ship_to=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
