@@ -28,12 +28,12 @@ import re
 import shutil
 import subprocess
 import wave
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from userlibri.data.tts import _SequentialBatch
 from userlibri.errors import ConfigError, ExternalToolError
 
 SAMPLE_RATE = 24000
@@ -139,8 +139,8 @@ class Phonemizer:
         return "".join(out).strip()
 
 
-class KokoroEngine:
-    """Kokoro-82M int8 via onnxruntime, one thread, in-process."""
+class KokoroEngine(_SequentialBatch):
+    """Kokoro-82M int8 via onnxruntime, one thread, in-process (one utterance at a time)."""
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec
@@ -208,13 +208,3 @@ class KokoroEngine:
             w.setsampwidth(2)
             w.setframerate(SAMPLE_RATE)
             w.writeframes(pcm.tobytes())
-
-    def synthesize_batch(self, items: Sequence[tuple[str, Path]]) -> list[str | None]:
-        errors: list[str | None] = []
-        for text, out in items:
-            try:
-                self.synthesize(text, out)
-                errors.append(None)
-            except ExternalToolError as e:
-                errors.append(str(e))
-        return errors
