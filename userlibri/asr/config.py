@@ -34,6 +34,23 @@ SUBSAMPLING_FACTOR = 4
 SUBSAMPLING_RIGHT_CONTEXT = 3
 
 
+#: AMConfig fields that fix the weights' shapes (an `asr train --init-from` model must match them).
+ARCH_FIELDS = (
+    "vocab_size",
+    "blank_id",
+    "feat_dim",
+    "subsampling_channels",
+    "d_model",
+    "num_layers",
+    "num_heads",
+    "ff_dim",
+    "conv_kernel",
+    "decoder_dim",
+    "context_size",
+    "joiner_dim",
+)
+
+
 @dataclass(frozen=True)
 class AMConfig:
     """Architecture of the Conformer acoustic model (CTC + stateless transducer heads)."""
@@ -72,21 +89,7 @@ class AMConfig:
 
     def validate(self) -> AMConfig:
         """Raise ``ConfigError`` for impossible sizes; return ``self``."""
-        for name in (
-            "vocab_size",
-            "feat_dim",
-            "subsampling_channels",
-            "d_model",
-            "num_layers",
-            "num_heads",
-            "ff_dim",
-            "conv_kernel",
-            "decoder_dim",
-            "context_size",
-            "joiner_dim",
-            "max_chunk",
-            "decode_chunk",
-        ):
+        for name in (*(f for f in ARCH_FIELDS if f != "blank_id"), "max_chunk", "decode_chunk"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name}: expected >= 1, found {getattr(self, name)}")
         if self.vocab_size < 2:

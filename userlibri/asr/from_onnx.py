@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from userlibri.asr import model_format as mf
-from userlibri.asr.config import AMConfig, ExperimentConfig
+from userlibri.asr.config import ARCH_FIELDS, AMConfig, ExperimentConfig
 from userlibri.asr.model import AcousticModel
 from userlibri.errors import ConfigError, DataFormatError
 from userlibri.features import FeatureConfig, FeatureStats
@@ -254,23 +254,6 @@ def import_model_dir(model_dir: str | Path) -> ImportedModel:
     return ImportedModel(
         model, features, stats, model_dir, version, str(summary.get("tokenizer_id", "")), files
     )
-
-
-#: AMConfig fields that fix the weights' shapes: an --init-from model must match them.
-ARCH_FIELDS = (
-    "vocab_size",
-    "blank_id",
-    "feat_dim",
-    "subsampling_channels",
-    "d_model",
-    "num_layers",
-    "num_heads",
-    "ff_dim",
-    "conv_kernel",
-    "decoder_dim",
-    "context_size",
-    "joiner_dim",
-)
 
 
 def import_for_training(init_from: str | Path, config: ExperimentConfig) -> ImportedModel:
