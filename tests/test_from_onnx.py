@@ -131,7 +131,7 @@ def test_train_init_from_refuses_another_architecture_or_features(
         )
     cfg = _config()
     cfg = replace(cfg, features=replace(cfg.features, low_freq=40.0))
-    with pytest.raises(ConfigError, match="low_freq: 20.0 vs 40.0"):
+    with pytest.raises(ConfigError, match=r"low_freq: expected 20\.0 \(--init-from model .*\), found 40\.0"):
         train(cfg, corpus, tmp_path / "b", max_steps=1, init_from=bundle["dir"], progress=False)
 
 

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from userlibri import __version__
 from userlibri.asr import onnx_model as om
 from userlibri.asr.config import SUBSAMPLING_FACTOR
-from userlibri.asr.from_onnx import copy_module_scopes
+from userlibri.asr.from_onnx import add_module_scopes, module_scopes
 from userlibri.asr.model import AcousticModel, EncoderCache, count_parameters, input_frames
 from userlibri.errors import ConfigError, ExternalToolError, UserLibriError
 from userlibri.features import FeatureConfig, FeatureStats
@@ -169,10 +169,14 @@ def set_metadata(path: Path, meta: Mapping[str, str]) -> None:
     import onnx
 
     model = onnx.load(str(path))
+    _replace_metadata(model, meta)
+    onnx.save(model, str(path))
+
+
+def _replace_metadata(model: Any, meta: Mapping[str, str]) -> None:
     del model.metadata_props[:]
     for key, value in sorted(meta.items()):
         model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
 
 
 @contextlib.contextmanager
@@ -222,13 +226,16 @@ def _export(
 
 def quantize_int8(float_path: Path, out_path: Path, work_dir: Path) -> None:
     """``quant_pre_process`` then dynamic int8 quantization of the MatMul weights; keeps the metadata
-    (``precision`` becomes ``int8``)."""
+    (``precision`` becomes ``int8``) and the module scope of every node that reads a weight."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    meta = {p.key: p.value for p in onnx.load(str(float_path)).metadata_props}
+    float_model = onnx.load(str(float_path))
+    meta = {p.key: p.value for p in float_model.metadata_props}
     meta["precision"] = "int8"
+    scopes = module_scopes(float_model)
+    del float_model
     prep = work_dir / (float_path.stem + ".prep.onnx")
     with _quiet():
         try:
@@ -241,8 +248,10 @@ def quantize_int8(float_path: Path, out_path: Path, work_dir: Path) -> None:
             str(prep), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OP_TYPES)
         )
     prep.unlink()
-    copy_module_scopes(float_path, out_path)
-    set_metadata(out_path, meta)
+    model = onnx.load(str(out_path))
+    add_module_scopes(model, scopes)
+    _replace_metadata(model, meta)
+    onnx.save(model, str(out_path))
 
 
 def _remove_debug_dump() -> None:

@@ -86,7 +86,7 @@ def _role_file(model_dir: Path, role: str) -> Path:
 
 def module_scope(node: Any) -> str | None:
     """The innermost ``model.``-module an ONNX node was traced in: our own ``userlibri.module``
-    metadata (int8 files, see ``copy_module_scopes``) or the dynamo exporter's name scopes."""
+    metadata (int8 files, see ``add_module_scopes``) or the dynamo exporter's name scopes."""
     props = {p.key: p.value for p in node.metadata_props}
     if SCOPE_KEY in props:
         return props[SCOPE_KEY]
@@ -101,21 +101,21 @@ def module_scope(node: Any) -> str | None:
     return inner[-1] if inner else None
 
 
-def copy_module_scopes(float_path: Path, out_path: Path) -> None:
-    """Give each node of ``out_path`` (a quantized copy of ``float_path``) that reads a weight the
-    module scope of its namesake in ``float_path``: the quantizer drops node metadata, and without
-    scopes weights the exporter deduplicated (equal values, e.g. untrained LayerNorms) cannot be
-    told apart."""
-    import onnx
+def module_scopes(model: Any) -> dict[str, str | None]:
+    """``{node name: module scope}`` of a loaded ONNX model (see ``module_scope``)."""
+    return {n.name: module_scope(n) for n in model.graph.node}
 
-    scopes = {n.name: module_scope(n) for n in onnx.load(str(float_path)).graph.node}
-    model = onnx.load(str(out_path))
+
+def add_module_scopes(model: Any, scopes: dict[str, str | None]) -> None:
+    """Give each node of ``model`` (a quantized copy of the model ``scopes`` came from) that reads a
+    weight the module scope of its namesake: the quantizer drops node metadata, and without scopes
+    weights the exporter deduplicated (equal values, e.g. untrained LayerNorms) cannot be told
+    apart."""
     weights = {t.name for t in model.graph.initializer}
     for node in model.graph.node:
         scope = scopes.get(node.name)
         if scope and any(i in weights for i in node.input):
             node.metadata_props.add(key=SCOPE_KEY, value=scope)
-    onnx.save(model, str(out_path))
 
 
 def onnx_weights(path: Path, known: set[str]) -> dict[str, np.ndarray]:
@@ -259,12 +259,7 @@ def import_model_dir(model_dir: str | Path) -> ImportedModel:
 def import_for_training(init_from: str | Path, config: ExperimentConfig) -> ImportedModel:
     """``import_model_dir``, refusing a model whose feature config is not ``config.features``."""
     init = import_model_dir(init_from)
-    if init.features != config.features:
-        theirs, ours = init.features.to_dict(), config.features.to_dict()
-        diff = ", ".join(
-            f"{k}: {theirs.get(k)!r} vs {ours.get(k)!r}" for k in sorted(theirs) if theirs[k] != ours.get(k)
-        )
-        raise ConfigError(f"--init-from {init_from}: the model's features differ from the config's ({diff})")
+    config.features.check_compatible(init.features, what=f"--init-from model {init_from}")
     return init
 
 
