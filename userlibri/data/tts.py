@@ -115,6 +115,24 @@ def _check_wav(path: Path) -> str | None:
     return None
 
 
+def write_pcm16_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
+    """A mono 16-bit WAV file of ``pcm`` (int16 samples)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(pcm).astype("<i2").tobytes())
+
+
+def one_thread_session(ort: Any, model: str | Path) -> Any:
+    """An onnxruntime CPU session on one intra- and one inter-op thread (synthesis runs one
+    process per core)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class _SequentialBatch:
     spec: VoiceSpec
 
@@ -250,14 +268,9 @@ class PiperEngine(_SequentialBatch):
         """The ONNX session, made on first use (checking availability does not load the model)."""
         if self._voice is None:
             ort, piper_voice, piper_config = self._classes
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = 1
-            opts.inter_op_num_threads = 1
             self._voice = piper_voice(
                 config=piper_config.from_dict(json.loads(self._config.read_text(encoding="utf-8"))),
-                session=ort.InferenceSession(
-                    str(self._model), sess_options=opts, providers=["CPUExecutionProvider"]
-                ),
+                session=one_thread_session(ort, self._model),
             )
         return self._voice
 
@@ -265,11 +278,7 @@ class PiperEngine(_SequentialBatch):
         chunks = [c.audio_int16_array for c in self.voice.synthesize(text, self.syn_config)]
         if not chunks or sum(len(c) for c in chunks) == 0:
             raise ExternalToolError(f"piper {self.spec.voice}: empty audio")
-        with wave.open(str(out_wav), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(self.voice.config.sample_rate)
-            w.writeframes(np.concatenate(chunks).astype("<i2").tobytes())
+        write_pcm16_wav(out_wav, np.concatenate(chunks), self.voice.config.sample_rate)
 
 
 _FESTIVAL_DIRS = {
@@ -356,7 +365,7 @@ def _register_builtin() -> None:
 
 
 def _register_kokoro(voice: str) -> None:
-    """Register ``kokoro:<voice>`` (a base voice or a blend; ``ExternalToolError`` if malformed).
+    """Register ``kokoro:<voice>`` (a base voice or a blend; ``ConfigError`` if malformed).
     Duration model from 10 test-clean sentences (jf_alpha 0.074 s/letter, jm_kumo 0.081)."""
     from userlibri.data.tts_kokoro import BASE_VOICES, INSTALL_HINT, SAMPLE_RATE, parse_voice
 

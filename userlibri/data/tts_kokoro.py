@@ -27,13 +27,12 @@ import math
 import re
 import shutil
 import subprocess
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from userlibri.data.tts import _SequentialBatch
+from userlibri.data.tts import _SequentialBatch, one_thread_session, write_pcm16_wav
 from userlibri.errors import ConfigError, ExternalToolError
 
 SAMPLE_RATE = 24000
@@ -169,12 +168,7 @@ class KokoroEngine(_SequentialBatch):
         self._vocab_inv = {i: c for c, i in self._vocab.items()}
         with (data / "voices_ja.npz").open("rb") as f, np.load(f) as npz:
             self._style = sum(w * npz[name].astype(np.float64) for name, w in self.blend).astype(np.float32)
-        opts = self._ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        self._session = self._ort.InferenceSession(
-            str(self._pkg.model_path()), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self._session = one_thread_session(self._ort, self._pkg.model_path())
 
     def tokens(self, text: str) -> list[int]:
         if self._session is None:
@@ -202,9 +196,4 @@ class KokoroEngine(_SequentialBatch):
         audio = self.samples(text)
         if audio.size == 0:
             raise ExternalToolError(f"kokoro {self.spec.voice}: empty audio")
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
-        with wave.open(str(out_wav), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(SAMPLE_RATE)
-            w.writeframes(pcm.tobytes())
+        write_pcm16_wav(out_wav, (np.clip(audio, -1.0, 1.0) * 32767.0).round(), SAMPLE_RATE)
