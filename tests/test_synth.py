@@ -108,12 +108,17 @@ def test_repo_configs_load_and_validate():
         test_books = {b for s in ("test-clean", "test-other") for b in cfg.splits[s].books}
         assert not test_books & set(cfg.splits["train"].books)
         assert "sotu" not in {b for s in cfg.splits.values() for b in s.books}
-    # The Kokoro corpus added in phase 4 of train_am.sh: only train, books and voices of no test split.
-    kokoro = load_synth_config(REPO / "recipes/mini/conf/synth-kokoro.yaml")
-    assert set(kokoro.splits) == {"train"} and kokoro.seed != big.seed
-    assert set(kokoro.splits["train"].books) == set(big.splits["train"].books)
+    # The Kokoro corpora added in phase 4 (train_am.sh) and phase 5 (continue_am.sh): only train,
+    # books and voices of no test split, seeds of their own (utterance ids must not clash).
     held_out = {v for s in ("dev", "test-clean", "test-other") for v in big.splits[s].voices}
-    assert all(v.startswith("kokoro:") and v not in held_out for v in kokoro.splits["train"].voices)
+    seeds = {big.seed}
+    for name in ("synth-kokoro.yaml", "synth-kokoro-blends.yaml"):
+        kokoro = load_synth_config(REPO / "recipes/mini/conf" / name)
+        assert set(kokoro.splits) == {"train"} and kokoro.seed not in seeds, name
+        seeds.add(kokoro.seed)
+        assert set(kokoro.splits["train"].books) == set(big.splits["train"].books)
+        assert all(v.startswith("kokoro:") and v not in held_out for v in kokoro.splits["train"].voices)
+        assert all(tts.get_voice(v).engine == "kokoro" for v in kokoro.splits["train"].voices)
 
 
 def test_config_rejects_unknown_keys_and_bad_types(tmp_path):
