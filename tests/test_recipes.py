@@ -42,3 +42,34 @@ def test_userlibri_recipe_names_missing_and_bad_paths(tmp_path: Path) -> None:
         script, "--librispeech", str(tmp_path / "nope"), "--books", str(tmp_path), "--model", str(tmp_path)
     )
     assert out.returncode == 2 and f"not a directory: {tmp_path / 'nope'}" in out.stderr
+
+
+def _parse(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """recipes/lib.sh's parse_flags in a throwaway script: prints the variables it may set."""
+    script = tmp_path / "recipe.sh"
+    script.write_text(
+        "#!/usr/bin/env bash\n# A test recipe.\n#   recipe.sh [--work DIR]\nset -euo pipefail\n"
+        f'. "{ROOT / "recipes" / "lib.sh"}"\n'
+        "work=w\nstop_stage=100\nneural=0\nonly_books=\n"
+        'parse_flags work stop_stage neural? books=only_books -- "$@"\n'
+        'echo "work=$work stop_stage=$stop_stage neural=$neural only_books=$only_books"\n'
+    )
+    return _run(script, *args)
+
+
+def test_parse_flags_sets_values_switches_and_renamed_flags(tmp_path: Path) -> None:
+    out = _parse(tmp_path)
+    assert out.returncode == 0 and out.stdout == "work=w stop_stage=100 neural=0 only_books=\n"
+    out = _parse(tmp_path, "--stop-stage", "3", "--neural", "--books", "161 2701", "--work", "a b")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "work=a b stop_stage=3 neural=1 only_books=161 2701\n"
+
+
+def test_parse_flags_refuses_missing_values_and_unlisted_flags(tmp_path: Path) -> None:
+    out = _parse(tmp_path, "--work")
+    assert out.returncode == 2 and "--work: expected a value, found none" in out.stderr
+    for bad in ("--only-books", "--stop_stage", "stray", "--neural=1"):
+        out = _parse(tmp_path, bad, "x")
+        assert out.returncode == 2 and f"unknown argument: {bad}" in out.stderr, bad
+    out = _parse(tmp_path, "-h")
+    assert out.returncode == 0 and out.stdout == "# A test recipe.\n#   recipe.sh [--work DIR]\n"

@@ -42,6 +42,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$root/recipes/lib.sh"
 work=work/demo
 rounds=60
 per_round=20
@@ -49,19 +50,7 @@ noise=0.02
 clips="0.25 1 4 16"
 clip_lr=0.5
 stage=all
-while (($#)); do
-  case "$1" in
-    --work) work=$2; shift 2 ;;
-    --rounds) rounds=$2; shift 2 ;;
-    --per-round) per_round=$2; shift 2 ;;
-    --noise) noise=$2; shift 2 ;;
-    --clips) clips=$2; shift 2 ;;
-    --clip-lr) clip_lr=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-done
+parse_flags work rounds per_round noise clips clip_lr stage -- "$@"
 case "$stage" in
   all|wer) ;;
   *) echo "--stage: expected all or wer, found $stage" >&2; exit 2 ;;

@@ -17,6 +17,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$root/recipes/lib.sh"
 work=work/demo
 bg_sentences=40000
 epsilons="1 4 8"
@@ -24,24 +25,17 @@ tokenizer=
 stage=0
 jobs=$(nproc)
 only_books=
-while (($#)); do
-  case "$1" in
-    --work) work=$2; shift 2 ;;
-    --bg-sentences) bg_sentences=$2; shift 2 ;;
-    --epsilons) epsilons=$2; shift 2 ;;
-    --tokenizer) tokenizer=$2; [[ $tokenizer == own ]] && tokenizer=; shift 2 ;;  # "own": the default
-    --stage) stage=$2; shift 2 ;;
-    --jobs) jobs=$2; shift 2 ;;
-    --books) only_books=$2; shift 2 ;;
-    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-done
+parse_flags work bg_sentences epsilons tokenizer stage jobs books=only_books -- "$@"
+if [[ $tokenizer == own ]]; then tokenizer=; fi  # "own": the default
 py="$root/.venv/bin/python"
 userlibri="$root/.venv/bin/userlibri"
-books=${USERLIBRI_CACHE:-$HOME/.cache/userlibri}/corpora
+books=$(books_cache)
 nlm="$work/nlm"
 mkdir -p "$nlm"
+if [[ ! -d $work/lm ]]; then
+  echo "$work/lm: expected the per-user LMs of recipes/mini/run.sh (stage 3), found no directory" >&2
+  exit 2
+fi
 user_books=$(cd "$work/lm" && ls -d [0-9]* | sort)
 all_books=$user_books
 if [[ -n $only_books ]]; then
@@ -50,8 +44,6 @@ if [[ -n $only_books ]]; then
   done
   user_books=$only_books
 fi
-
-run() { (($1 >= stage)); }
 
 if run 0; then
   echo "== background text: books no test user reads ($(echo $all_books)) are excluded"

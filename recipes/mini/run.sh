@@ -16,6 +16,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$root/recipes/lib.sh"
 work=work/mini
 jobs=$(nproc)
 stage=0
@@ -23,23 +24,10 @@ stop_stage=100
 seed=0
 neural_dir=
 beam=30
-while (($#)); do
-  case "$1" in
-    --work) work=$2; shift 2 ;;
-    --jobs) jobs=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --seed) seed=$2; shift 2 ;;
-    --neural-dir) neural_dir=$2; shift 2 ;;
-    --beam) beam=$2; shift 2 ;;
-    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-done
+parse_flags work jobs stage stop_stage seed neural_dir beam -- "$@"
 userlibri="$root/.venv/bin/userlibri --seed $seed"
-books=${USERLIBRI_CACHE:-$HOME/.cache/userlibri}/corpora
+books=$(books_cache)
 mkdir -p "$work"
-run() { (($1 >= stage && $1 <= stop_stage)); }
 
 if run 0; then
   echo "== stage 0: fetch public-domain book texts into $books"

@@ -24,36 +24,20 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$root/recipes/lib.sh"
 librispeech=
 books=
 model=
 work=work/userlibri
 background=
-corpus=${USERLIBRI_CACHE:-$HOME/.cache/userlibri}/corpora
+corpus=$(books_cache)
 tune_split=dev-clean
 neural=0
 jobs=$(nproc)
 stage=0
 stop_stage=100
 seed=0
-while (($#)); do
-  case "$1" in
-    --librispeech) librispeech=$2; shift 2 ;;
-    --books) books=$2; shift 2 ;;
-    --model) model=$2; shift 2 ;;
-    --work) work=$2; shift 2 ;;
-    --background) background=$2; shift 2 ;;
-    --corpus) corpus=$2; shift 2 ;;
-    --tune-split) tune_split=$2; shift 2 ;;
-    --neural) neural=1; shift ;;
-    --jobs) jobs=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --seed) seed=$2; shift 2 ;;
-    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-done
+parse_flags librispeech books model work background corpus tune_split neural? jobs stage stop_stage seed -- "$@"
 for name in librispeech books model; do
   if [[ -z ${!name} ]]; then echo "missing --$name (see --help)" >&2; exit 2; fi
 done
@@ -62,7 +46,6 @@ for dir in "$librispeech" "$books" "$model"; do
 done
 userlibri="$root/.venv/bin/userlibri --seed $seed"
 mkdir -p "$work"
-run() { (($1 >= stage && $1 <= stop_stage)); }
 
 if run 0; then
   echo "== stage 0: UserLibri release from $librispeech (users: test-clean, test-other; dev users for tuning)"
