@@ -23,8 +23,9 @@
 # About 25 minutes on one core (nice -n 10, one torch thread), plus stage wer (below).
 #
 #   recipes/mini/federated.sh [--work DIR] [--rounds 60] [--per-round 20] [--noise 0.02]
-#                             [--clips "0.25 1 4 16"] [--clip-lr 0.5] [--stage all|wer]
+#                             [--clips "0.25 1 4 16"] [--clip-lr 0.5] [--stage all|train|wer]
 #
+# --stage train stops after that table (it can run beside other jobs; stage wer wants idle cores).
 # Then (stage wer, also run alone on an existing build with --stage wer) the per-user WER of every
 # LM above fused as the *background* LM into the acoustic model's beam search (word-synchronously,
 # over the tokenizer the LM was trained with): `userlibri bench wer` per LM, non-streaming, float
@@ -52,8 +53,8 @@ clip_lr=0.5
 stage=all
 parse_flags work rounds per_round noise clips clip_lr stage -- "$@"
 case "$stage" in
-  all|wer) ;;
-  *) echo "--stage: expected all or wer, found $stage" >&2; exit 2 ;;
+  all|train|wer) ;;
+  *) echo "--stage: expected all, train or wer, found $stage" >&2; exit 2 ;;
 esac
 py="$root/.venv/bin/python"
 userlibri=(nice -n 10 "${USERLIBRI:-"$root/.venv/bin/userlibri"}")
@@ -67,7 +68,7 @@ names=(public central fedavg)
 for c in $clips; do names+=("fixed-$c"); done
 names+=(adaptive)
 
-if [[ $stage == all ]]; then
+if [[ $stage != wer ]]; then
   # Private: every cached book but the test users' and the public one; public: only sotu.
   user_books=$(cd "$work/lm" && ls -d [0-9]* | sort)
   all_books=$("$py" -c "import json, sys; print(' '.join(sorted(b['book_id'] for b in \
@@ -173,6 +174,7 @@ text = "\n".join(lines)
 print(text)
 PY
   echo "== training done in $(( SECONDS - start )) s; table in $fed/table.md"
+  [[ $stage == train ]] && exit 0
 fi
 
 # Per-user WER with each LM as the background LM: bench wer reads <neural-dir>/background/lm.onnx,
