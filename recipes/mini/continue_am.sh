@@ -2,8 +2,10 @@
 # Train the shipped mini acoustic model further (phase 5) without the checkpoints of the runs that
 # made it: `asr train --init-from userlibri/models/mini` starts from its int8 weights (dequantized),
 # tokenizer and CMVN. Data: the ~23 h corpus of recipes/mini/train_am.sh with its speed and noise
-# copies, plus 40 random Kokoro voice blends (conf/synth-kokoro-blends.yaml, ~0.7 h);
-# conf/am-blends.yaml says how. Then export and ship, by
+# copies, plus Kokoro speech: phase 4's eleven voices (conf/synth-kokoro.yaml, ~1.9 h) and 40
+# random blends of its five voices (conf/synth-kokoro-blends.yaml, ~0.7 h); conf/am-blends.yaml
+# says how. (The blends alone, without phase 4's voices, for 1,000 steps: test-clean 0.6 points
+# better, test-other 0.6-2.2 worse than the shipped model; not shipped.) Then export and ship, by
 # default NOT over the shipped model: compare $work/mini-next/MODEL_CARD.md with
 # userlibri/models/mini/MODEL_CARD.md, then rerun stage 4 with --ship-to userlibri/models/mini.
 #
@@ -11,13 +13,15 @@
 #                               [--max-minutes M] [--max-steps N] [--threads T] [--device D]
 #                               [--from DIR] [--ship-to DIR]
 #
-# Stages: 0 book texts; 1 synthesize the corpora missing from $work (shared with train_am.sh: ~7
-# min for the main corpus, ~14 min for the blends on 2 cores); 2 train $work/exp-blends (features
-# ~10 min if train_am.sh has not cached them; 1,000 steps ~20 min on one CPU core; --max-minutes/--max-steps stop with a checkpoint, a rerun resumes); 3 export
-# $work/model-blends; 4 ship (greedy WER per split, voice and mode; ~1.5 min).
+# Stages: 0 book texts; 1 synthesize the corpora missing from $work (shared with train_am.sh; on 2
+# idle cores: ~7 min for the main corpus, ~40 min for phase 4's Kokoro voices, ~17 min for the
+# blends); 2 train $work/exp-blends (features ~10 min if train_am.sh has not cached them; 1,500
+# steps ~28 min on one CPU core; --max-minutes/--max-steps stop with a checkpoint, a rerun
+# resumes); 3 export $work/model-blends; 4 ship (greedy WER per split, voice and mode; ~1.5 min).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+. "$root/recipes/lib.sh"
 work=work/am
 jobs=$(nproc)
 stage=0
@@ -29,36 +33,20 @@ threads=1
 device=auto
 from=$root/userlibri/models/mini
 ship_to=
-while (($#)); do
-  case "$1" in
-    --work) work=$2; shift 2 ;;
-    --jobs) jobs=$2; shift 2 ;;
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --seed) seed=$2; shift 2 ;;
-    --max-minutes) max_minutes=$2; shift 2 ;;
-    --max-steps) max_steps=$2; shift 2 ;;
-    --threads) threads=$2; shift 2 ;;
-    --device) device=$2; shift 2 ;;
-    --from) from=$2; shift 2 ;;
-    --ship-to) ship_to=$2; shift 2 ;;
-    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-done
+parse_flags work jobs stage stop_stage seed max_minutes max_steps threads device from ship_to -- "$@"
 ship_to=${ship_to:-$work/mini-next}
 userlibri="$root/.venv/bin/userlibri --seed $seed"
-books=${USERLIBRI_CACHE:-$HOME/.cache/userlibri}/corpora
+books=$(books_cache)
 exp=$work/exp-blends
 mkdir -p "$work"
-run() { (($1 >= stage && $1 <= stop_stage)); }
 
 if run 0; then
   echo "== stage 0: fetch public-domain book texts into $books"
   $userlibri corpora fetch --cache "$books"
 fi
 if run 1; then
-  for pair in LibriSpeech:synth-train.yaml LibriSpeech-kokoro-blends:synth-kokoro-blends.yaml; do
+  for pair in LibriSpeech:synth-train.yaml LibriSpeech-kokoro:synth-kokoro.yaml \
+    LibriSpeech-kokoro-blends:synth-kokoro-blends.yaml; do
     out=$work/${pair%%:*} conf=$here/conf/${pair#*:}
     if [[ -f $out/synth.json ]]; then
       echo "== stage 1: $out exists (rm -r it to synthesize it again)"
@@ -76,7 +64,7 @@ if run 2; then
   resume=()
   if compgen -G "$exp/checkpoints/ckpt-*.pt" > /dev/null; then resume=(--resume); fi
   $userlibri asr train --config "$here/conf/am-blends.yaml" --data "$work/LibriSpeech" --out "$exp" \
-    --init-from "$from" --add-train "$work/LibriSpeech-kokoro-blends" \
+    --init-from "$from" --add-train "$work/LibriSpeech-kokoro" --add-train "$work/LibriSpeech-kokoro-blends" \
     --features-dir "$work/features" --threads "$threads" --device "$device" "${resume[@]}" "${limit[@]}"
 fi
 if run 3; then
