@@ -20,7 +20,7 @@
 # The noise multiplier is deliberately tiny (0.02): with 20 clients a round and 74k parameters,
 # noise std z * clip / 20 per coordinate must stay below the averaged update, so epsilon is huge
 # and means nothing here; the last lines scale the clients per round up to a meaningful epsilon.
-# About 25 minutes on one core (nice -n 10, one torch thread), plus stage wer (below).
+# About 18-25 minutes on one core (nice -n 10, one torch thread), plus stage wer (below).
 #
 #   recipes/mini/federated.sh [--work DIR] [--rounds 60] [--per-round 20] [--noise 0.02]
 #                             [--clips "0.25 1 4 16"] [--clip-lr 0.5] [--stage all|train|wer]
@@ -32,8 +32,8 @@
 # ONNX, LM weight {0.3, 0.5, 0.8, 1.2} and length bonus {0, 0.5, 1.5, 3} tuned on the dev users
 # (bench wer's coordinate search); one table $fed/wer.md of the test-clean average per-user WER vs
 # no LM, the public LM and central fine-tuning. Stage wer alone (--stage wer, on work/demo: 8 LMs x
-# 2 dev + 8 test users): 17 min with one job beside other jobs on a 2-core machine, the grid points
-# of the earlier 3x3 grid cached (1-6 min per LM); 5 s when rerun unchanged (bench wer's decode cache).
+# 2 dev + 8 test users): ~35 min on one core without a decode cache (~4.3 min per LM); 5 s when
+# rerun unchanged (bench wer's decode cache).
 #
 # The adaptive clip starts at Andrew et al.'s 0.1 but moves with a geometric rate of 0.5, not
 # their 0.2: in a 60-round run (theirs had 1,500) it must reach the update norms in ~15 rounds.
