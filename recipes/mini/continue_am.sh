@@ -5,7 +5,8 @@
 # copies, plus Kokoro speech: phase 4's eleven voices (conf/synth-kokoro.yaml, ~1.9 h) and 40
 # random blends of its five voices (conf/synth-kokoro-blends.yaml, ~0.7 h); conf/am-blends.yaml
 # says how. (The blends alone, without phase 4's voices, for 1,000 steps: test-clean 0.6 points
-# better, test-other 0.6-2.2 worse than the shipped model; not shipped.) Then export and ship, by
+# better, test-other 0.6-2.2 worse than the shipped model; not shipped. With phase 4's voices kept,
+# 1,500 steps: test-other 0.3-2.2 better, test-clean within 0.7 either side.) Then export and ship, by
 # default NOT over the shipped model: compare $work/mini-next/MODEL_CARD.md with
 # userlibri/models/mini/MODEL_CARD.md, then rerun stage 4 with --ship-to userlibri/models/mini.
 #
@@ -14,9 +15,9 @@
 #                               [--from DIR] [--ship-to DIR]
 #
 # Stages: 0 book texts; 1 synthesize the corpora missing from $work (shared with train_am.sh; on 2
-# idle cores: ~7 min for the main corpus, ~40 min for phase 4's Kokoro voices, ~17 min for the
+# idle cores: ~7 min for the main corpus, 39-54 min for phase 4's Kokoro voices, ~17 min for the
 # blends); 2 train $work/exp-blends (features ~10 min if train_am.sh has not cached them; 1,500
-# steps ~28 min on one CPU core; --max-minutes/--max-steps stop with a checkpoint, a rerun
+# steps 28-36 min on one CPU core; --max-minutes/--max-steps stop with a checkpoint, a rerun
 # resumes); 3 export $work/model-blends; 4 ship (greedy WER per split, voice and mode; ~1.5 min).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
