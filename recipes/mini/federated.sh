@@ -107,20 +107,20 @@ if [[ $stage != wer ]]; then
     --clients-per-round "$per_round" --local-optimizer sgd --local-lr 2.0 --local-epochs 2
     --server-momentum 0.9
     --local-batch-size 8 --threads 1 --eval-every 10 --backend inprocess --no-progress --no-int8)
-  run() {  # name, args...
+  federated_run() {  # name, args... (not lib.sh's stage test `run`)
     local name=$1; shift
     rm -rf "${fed:?}/$name" "$fed/$name.fed"
     "${userlibri[@]}" lm federated "${common[@]}" "$@" --out "$fed/$name" 2> "$fed/$name.log"
   }
   echo "== (b) FedAvg(M), no clipping, no noise"; stamp
-  run fedavg --noise-multiplier 0 --clip fixed --initial-clip 1e6
+  federated_run fedavg --noise-multiplier 0 --clip fixed --initial-clip 1e6
   for c in $clips; do
     echo "== (c) DP-FedAvg, fixed clip $c, z=$noise"; stamp
-    run "fixed-$c" --noise-multiplier "$noise" --clip fixed --initial-clip "$c"
+    federated_run "fixed-$c" --noise-multiplier "$noise" --clip fixed --initial-clip "$c"
   done
   echo "== (d) DP-FedAvg, adaptive clip (target quantile 0.5, from 0.1, rate $clip_lr), z=$noise"; stamp
-  run adaptive --noise-multiplier "$noise" --clip adaptive --initial-clip 0.1 --target-quantile 0.5 \
-    --clip-lr "$clip_lr"
+  federated_run adaptive --noise-multiplier "$noise" --clip adaptive --initial-clip 0.1 \
+    --target-quantile 0.5 --clip-lr "$clip_lr"
 
   echo "== held-out perplexity of the test users' books"; stamp
   neural=()
