@@ -98,6 +98,43 @@ def test_ship_copies_evaluates_and_writes_a_card(tmp_path: Path) -> None:
     )
 
 
+def test_ship_over_the_model_it_started_from_keeps_the_training_chain(tmp_path: Path) -> None:
+    # Phase 5 ships over the model it was fine-tuned from: the card still says what trained that
+    # model (read before the directory is replaced), and adds steps and wall time along the chain.
+    data, exp, out = _layout(tmp_path / "LS"), _exp(tmp_path / "exp"), tmp_path / "shipped"
+    out.mkdir()
+    first = {"model_dir": "/elsewhere/phase3", "model_version": "step50-aaaa"}
+    phase3 = {"name": "phase3", "steps": 50, "train_seconds": 300.0, "init_from": None}
+    base = {
+        "name": "mini",
+        "hardware": "2 CPU cores",
+        "training": {"steps": 100, "train_seconds": 600.0},
+        "data": {"init_from": {**first, "base": phase3}},
+    }
+    (out / EVAL_FILE).write_text(json.dumps(base))
+    (out / "model.json").write_text(json.dumps({"model_version": "step100-bbbb"}))
+    init = {"model_dir": str(out), "model_version": "step100-bbbb"}
+    (exp / "data.json").write_text(
+        json.dumps(
+            {
+                "train_split": "train",
+                "corpora": [{"data": str(data), "utterances": 6, "repeat": 1}],
+                "init_from": init,
+            }
+        )
+    )
+    meta = ship_model(exp, MODEL, data, out, precisions=("float",), progress=False)
+    assert meta["data"]["init_from"]["base"]["steps"] == 100
+    card = (out / CARD_FILE).read_text()
+    assert (
+        "- That model (mini): 100 steps, 10.0 min (2 CPU cores); "
+        "all runs from scratch to this model: 170 steps, 16.0 min" in card
+    )
+    # Shipping again: the directory now holds the new model, whose training is not the base's.
+    meta2 = ship_model(exp, MODEL, data, tmp_path / "again", precisions=("float",), progress=False)
+    assert "base" not in meta2["data"]["init_from"]
+
+
 def test_ship_errors_leave_nothing_behind(tmp_path: Path) -> None:
     data, exp, out = _layout(tmp_path / "LS"), _exp(tmp_path / "exp"), tmp_path / "shipped"
     with pytest.raises(UserLibriError, match=r"missing encoder\.int8\.onnx"):

@@ -76,7 +76,7 @@ from userlibri.asr.run_control import (  # noqa: F401 (LOG_FILE re-exported)
     set_rng_state,
     truncate_log,
 )
-from userlibri.asr.ship import DATA_FILE  # what the training data of a run was (each start/resume)
+from userlibri.asr.ship import DATA_FILE, with_base  # what the training data of a run was (each start/resume)
 from userlibri.errors import UserLibriError
 from userlibri.features import FeatureStats
 from userlibri.fsio import atomic_path, exclusive_dir, write_json_atomic
@@ -270,7 +270,7 @@ def _check_resumable(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> 
 def _init_record(init: ImportedModel | None, out: Path) -> dict[str, str] | None:
     """What a run started from; a resumed run keeps what its first start recorded."""
     if init is not None:
-        return {"model_dir": str(init.model_dir), "model_version": init.model_version}
+        return with_base({"model_dir": str(init.model_dir), "model_version": init.model_version})
     previous = out / DATA_FILE
     if previous.is_file():
         return json.loads(previous.read_text(encoding="utf-8")).get("init_from")
