@@ -7,18 +7,23 @@
 # says how. (The blends alone, without phase 4's voices, for 1,000 steps: test-clean 0.6 points
 # better, test-other 0.6-2.2 worse than the shipped model; not shipped. With phase 4's voices kept,
 # 1,500 steps: test-other 0.3-2.2 better, test-clean within 0.7 either side.) Then export and ship, by
-# default NOT over the shipped model: compare $work/mini-next/MODEL_CARD.md with
+# default NOT over the shipped model: compare $work/mini-blends/MODEL_CARD.md with
 # userlibri/models/mini/MODEL_CARD.md, then rerun stage 4 with --ship-to userlibri/models/mini.
+# The shipped model is phase 5 (since 2026-12-06); a rerun with --name N trains the next phase from
+# it into $work/exp-N, $work/model-N and $work/mini-N (--config YAML: another experiment config;
+# --steps S: a learning-rate schedule of S steps instead of the config's, e.g. --name long --steps
+# 4000: the same data for longer).
 #
 #   recipes/mini/continue_am.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S]
 #                               [--max-minutes M] [--max-steps N] [--threads T] [--device D]
-#                               [--from DIR] [--ship-to DIR]
+#                               [--from DIR] [--ship-to DIR] [--name N] [--config YAML]
+#                               [--steps S]
 #
 # Stages: 0 book texts; 1 synthesize the corpora missing from $work (shared with train_am.sh; on 2
 # idle cores: ~7 min for the main corpus, 39-54 min for phase 4's Kokoro voices, ~17 min for the
-# blends); 2 train $work/exp-blends (features ~10 min if train_am.sh has not cached them; 1,500
+# blends); 2 train $work/exp-$name (features ~10 min if train_am.sh has not cached them; 1,500
 # steps 28-36 min on one CPU core; --max-minutes/--max-steps stop with a checkpoint, a rerun
-# resumes); 3 export $work/model-blends; 4 ship (greedy WER per split, voice and mode; ~1.5 min).
+# resumes); 3 export $work/model-$name; 4 ship (greedy WER per split, voice and mode; ~1.5 min).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -34,11 +39,16 @@ threads=1
 device=auto
 from=$root/userlibri/models/mini
 ship_to=
-parse_flags work jobs stage stop_stage seed max_minutes max_steps threads device from ship_to -- "$@"
-ship_to=${ship_to:-$work/mini-next}
+name=blends
+config=$here/conf/am-blends.yaml
+steps=0
+parse_flags work jobs stage stop_stage seed max_minutes max_steps threads device from ship_to name config \
+  steps -- "$@"
+ship_to=${ship_to:-$work/mini-$name}
 userlibri="$root/.venv/bin/userlibri --seed $seed"
 books=$(books_cache)
-exp=$work/exp-blends
+exp=$work/exp-$name
+model=$work/model-$name
 mkdir -p "$work"
 
 if run 0; then
@@ -61,20 +71,24 @@ if run 2; then
   echo "== stage 2: train $exp from $from (a rerun resumes)"
   limit=()
   if [[ $max_minutes != 0 ]]; then limit+=(--max-minutes "$max_minutes"); fi
+  if [[ $steps != 0 ]]; then
+    limit+=(--schedule-steps "$steps")
+    if [[ $max_steps == 0 ]]; then max_steps=$steps; fi
+  fi
   if [[ $max_steps != 0 ]]; then limit+=(--max-steps "$max_steps"); fi
   resume=()
   if compgen -G "$exp/checkpoints/ckpt-*.pt" > /dev/null; then resume=(--resume); fi
-  $userlibri asr train --config "$here/conf/am-blends.yaml" --data "$work/LibriSpeech" --out "$exp" \
+  $userlibri asr train --config "$config" --data "$work/LibriSpeech" --out "$exp" \
     --init-from "$from" --add-train "$work/LibriSpeech-kokoro" --add-train "$work/LibriSpeech-kokoro-blends" \
     --features-dir "$work/features" --threads "$threads" --device "$device" "${resume[@]}" "${limit[@]}"
 fi
 if run 3; then
   echo "== stage 3: export to ONNX (float, int8, ORT)"
-  $userlibri asr export --checkpoint "$exp/model-avg.pt" --out "$work/model-blends"
+  $userlibri asr export --checkpoint "$exp/model-avg.pt" --out "$model"
 fi
 if run 4; then
   echo "== stage 4: ship the int8 model with its greedy WER and model card to $ship_to"
-  $userlibri asr ship --exp "$exp" --model "$work/model-blends" --data "$work/LibriSpeech" --out "$ship_to" \
+  $userlibri asr ship --exp "$exp" --model "$model" --data "$work/LibriSpeech" --out "$ship_to" \
     --precisions int8 --hardware "$(nproc) CPU cores, $threads training thread(s), device $device"
   echo "compare $ship_to/MODEL_CARD.md with $from/MODEL_CARD.md"
 fi
