@@ -169,7 +169,8 @@ def _data_summary(data: Path, exp: Path | None = None) -> dict[str, Any]:
     if added:
         out["added"] = added
     if used.get("init_from"):
-        out["init_from"] = with_base(dict(used["init_from"]))
+        init = with_base(dict(used["init_from"]))
+        out["init_from"] = {**init, "model_dir": _shown_path(str(init.get("model_dir", "")))}
     return out
 
 
