@@ -13,39 +13,41 @@ print_header() {
 }
 
 parse_flags() {
-  local -A values=() switches=()
-  local spec
+  # Locals are prefixed: printf -v into a recipe variable that a local shadowed (e.g. a recipe's
+  # own "name") would set the local and leave the recipe's default in place.
+  local -A _pf_values=() _pf_switches=()
+  local _pf_spec
   while (($#)) && [[ $1 != -- ]]; do
-    spec=$1
-    if [[ $spec == *\? ]]; then
-      switches[${spec%\?}]=${spec%\?}
+    _pf_spec=$1
+    if [[ $_pf_spec == *\? ]]; then
+      _pf_switches[${_pf_spec%\?}]=${_pf_spec%\?}
     else
-      values[${spec%%=*}]=${spec#*=}
+      _pf_values[${_pf_spec%%=*}]=${_pf_spec#*=}
     fi
     shift
   done
   (($#)) && shift
-  local flag name
+  local _pf_flag _pf_name
   while (($#)); do
-    flag=$1
-    name=${flag#--}
-    [[ $name == *_* ]] && name=!  # --stop-stage names stop_stage, --stop_stage nothing
-    name=${name//-/_}
-    if [[ $flag == -h || $flag == --help ]]; then
+    _pf_flag=$1
+    _pf_name=${_pf_flag#--}
+    [[ $_pf_name == *_* ]] && _pf_name=!  # --stop-stage names stop_stage, --stop_stage nothing
+    _pf_name=${_pf_name//-/_}
+    if [[ $_pf_flag == -h || $_pf_flag == --help ]]; then
       print_header
       exit 0
-    elif [[ $flag == --* && -n ${switches[$name]:-} ]]; then
-      printf -v "${switches[$name]}" '%s' 1
+    elif [[ $_pf_flag == --* && -n ${_pf_switches[$_pf_name]:-} ]]; then
+      printf -v "${_pf_switches[$_pf_name]}" '%s' 1
       shift
-    elif [[ $flag == --* && -n ${values[$name]:-} ]]; then
+    elif [[ $_pf_flag == --* && -n ${_pf_values[$_pf_name]:-} ]]; then
       if (($# < 2)); then
-        echo "$flag: expected a value, found none" >&2
+        echo "$_pf_flag: expected a value, found none" >&2
         exit 2
       fi
-      printf -v "${values[$name]}" '%s' "$2"
+      printf -v "${_pf_values[$_pf_name]}" '%s' "$2"
       shift 2
     else
-      echo "unknown argument: $flag" >&2
+      echo "unknown argument: $_pf_flag" >&2
       exit 2
     fi
   done

@@ -73,3 +73,22 @@ def test_parse_flags_refuses_missing_values_and_unlisted_flags(tmp_path: Path) -
         assert out.returncode == 2 and f"unknown argument: {bad}" in out.stderr, bad
     out = _parse(tmp_path, "-h")
     assert out.returncode == 0 and out.stdout == "# A test recipe.\n#   recipe.sh [--work DIR]\n"
+
+
+def test_parse_flags_sets_variables_whatever_their_names(tmp_path: Path) -> None:
+    # continue_am.sh has a --name flag: a local of parse_flags with the same name once took the value.
+    script = tmp_path / "recipe.sh"
+    names = ("name", "flag", "spec", "values", "switches")
+    script.write_text(
+        "#!/usr/bin/env bash\n# A test recipe.\nset -euo pipefail\n"
+        f'. "{ROOT / "recipes" / "lib.sh"}"\n'
+        + "".join(f"{n}=default\n" for n in names)
+        + f'parse_flags {" ".join(names)} -- "$@"\n'
+        + "echo "
+        + " ".join(f"{n}=${n}" for n in names)
+        + "\n"
+    )
+    args = [a for n in names for a in (f"--{n}", f"new-{n}")]
+    out = _run(script, *args)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == " ".join(f"{n}=new-{n}" for n in names) + "\n"
