@@ -230,13 +230,13 @@ def _init_lines(init: dict[str, Any] | None, train: dict[str, Any]) -> list[str]
         return []
     lines = [
         f"- Initialised from {init.get('model_version')} (`asr train --init-from "
-        f"{_shown_path(str(init.get('model_dir')))}`); this run's steps count from there"
+        f"{_shown_path(str(init.get('model_dir')))}`); the steps and wall time below are this run's"
     ]
     base = init.get("base")
     if base:
         steps, seconds = _lineage(init)
         lines.append(
-            f"- That model ({base.get('name')}): {base.get('steps'):,} steps, "
+            f"- That model ({base.get('name')}): {int(base.get('steps') or 0):,} steps, "
             f"{(base.get('train_seconds') or 0) / 60:.1f} min ({base.get('hardware', 'see its card')}); "
             f"all runs from scratch to this model: {steps + int(train.get('steps') or 0):,} steps, "
             f"{(seconds + float(train.get('train_seconds') or 0)) / 60:.1f} min"
