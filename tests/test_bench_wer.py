@@ -647,3 +647,25 @@ def test_tuning_is_a_coordinate_search_that_revisits_the_weight(monkeypatch: pyt
     cfg.tune_rounds = 1  # one round: the old procedure, the weight stays where bonus 0 put it
     decoded.clear()
     assert wer_run._tune(st)["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.3, "length_bonus": 1.0}  # type: ignore[arg-type]
+
+
+def test_model_fingerprint_follows_the_files_the_recognizer_reads(tmp_path: Path) -> None:
+    import os
+
+    from userlibri.bench.wer_decode import DecodeSettings
+
+    model = tmp_path / "model"
+    shutil.copytree(MODEL, model)
+    key = DecodeSettings(model).model_fingerprint()
+    # The same contents copied elsewhere (a fresh clone), newer mtimes, a new card or eval.json:
+    # the cached decodes stay valid.
+    assert DecodeSettings(MODEL).model_fingerprint() == key
+    for p in model.iterdir():
+        os.utime(p, ns=(1, 1))
+    (model / "MODEL_CARD.md").write_text("# edited card\n")
+    (model / "eval.json").write_text("{}\n")
+    assert DecodeSettings(model).model_fingerprint() == key
+    # Another model file's contents: a new key.
+    tokens = model / "tokens.txt"
+    tokens.write_text(tokens.read_text() + "\n")
+    assert DecodeSettings(model).model_fingerprint() != key

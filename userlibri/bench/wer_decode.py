@@ -17,6 +17,7 @@ one jsonl file (``id``, ``text``, ``scores``, ``audio_seconds``, ``encoder_secon
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -76,9 +77,28 @@ class DecodeSettings:
         )
 
     def model_fingerprint(self) -> list[Any]:
-        """Names, sizes and modification times of the model directory's files."""
+        """Names and content hashes of the model directory's files (a cache key of every decode).
+
+        Contents, not modification times: a fresh clone or copy of the same model keeps its
+        cached decodes. The model card and ``eval.json`` (documentation and measurements; the
+        recognizer never reads them) are left out, so editing them keeps the cache too."""
+        from userlibri.asr.ship import CARD_FILE, EVAL_FILE
+
         d = Path(self.model_dir)
-        return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(d.iterdir()) if p.is_file()]
+        skip = {CARD_FILE, EVAL_FILE}
+        return [
+            [p.name, _sha256(p)]
+            for p in sorted(d.iterdir())
+            if p.is_file() and p.name not in skip and not p.name.startswith(".")
+        ]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
