@@ -230,7 +230,7 @@ def _init_lines(init: dict[str, Any] | None, train: dict[str, Any]) -> list[str]
         return []
     lines = [
         f"- Initialised from {init.get('model_version')} (`asr train --init-from "
-        f"{_shown_path(str(init.get('model_dir')))}`); the steps and wall time below are this run's"
+        f"{init.get('model_dir')}`); the steps and wall time below are this run's"
     ]
     base = init.get("base")
     if base:

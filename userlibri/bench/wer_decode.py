@@ -17,7 +17,6 @@ one jsonl file (``id``, ``text``, ``scores``, ``audio_seconds``, ``encoder_secon
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -83,22 +82,15 @@ class DecodeSettings:
         cached decodes. The model card and ``eval.json`` (documentation and measurements; the
         recognizer never reads them) are left out, so editing them keeps the cache too."""
         from userlibri.asr.ship import CARD_FILE, EVAL_FILE
+        from userlibri.text.tokenizer import file_sha256
 
         d = Path(self.model_dir)
         skip = {CARD_FILE, EVAL_FILE}
         return [
-            [p.name, _sha256(p)]
+            [p.name, file_sha256(p)[:16]]
             for p in sorted(d.iterdir())
             if p.is_file() and p.name not in skip and not p.name.startswith(".")
         ]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
