@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from userlibri.asr.config import AMConfig, ExperimentConfig, TrainConfig, config_from_dict, load_config
 from userlibri.asr.data import FeatureSet, Item, load_utterances, make_batches, spec_augment
 from userlibri.asr.model import AcousticModel, count_parameters, ctc_greedy
+from userlibri.asr.ship import logged_seconds
 from userlibri.asr.train import (
     AVG_FILE,
     LOG_FILE,
@@ -147,6 +148,12 @@ def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
     assert [r["epoch"] for r in dev] == [1, 2, 3]
     steps = [r["step"] for r in records if r["event"] == "train"]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
+    # Wall time adds up across the three processes through the checkpoints (train_seconds), so a
+    # process killed before its stop record still counts up to its last checkpoint.
+    stops = [r for r in records if r["event"] == "stop"]
+    per_process = sum(r["seconds"] for r in stops)
+    assert len(stops) == 3 and per_process - 2.0 <= stops[-1]["total_seconds"] <= per_process + 0.1
+    assert logged_seconds(records) == stops[-1]["total_seconds"]
     assert {"wer_full_ctc", "wer_full_transducer", "wer_stream_ctc", "wer_stream_transducer"} <= set(dev[0])
     assert any(r["event"] == "train" and r["total"] > 0 for r in records)
     model, meta = load_model(tmp_path / "part" / AVG_FILE)

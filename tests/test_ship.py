@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from userlibri.asr.ship import CARD_FILE, EVAL_FILE, MODES, mode_name, ship_model
+from userlibri.asr.ship import CARD_FILE, EVAL_FILE, MODES, logged_seconds, mode_name, ship_model
 from userlibri.cli import cli
 from userlibri.data.librispeech import write_transcripts
 from userlibri.decode.hyp import DecoderConfig
@@ -154,3 +154,17 @@ def test_ship_cli_and_model_lookup(tmp_path: Path) -> None:
     assert bad.exit_code != 0 and "--precisions" in bad.output
     with pytest.raises(UserLibriError, match="no-such-model"):
         model_dir("no-such-model")
+
+
+def test_logged_seconds_adds_up_the_processes_of_a_run() -> None:
+    def stop(seconds: float, total: float | None = None) -> dict:
+        rec = {"event": "stop", "step": 1, "seconds": seconds}
+        return rec if total is None else {**rec, "total_seconds": total}
+
+    train = {"event": "train", "step": 1, "seconds": 99.0}
+    # Logs from before total_seconds: each process's stop adds its own time.
+    assert logged_seconds([stop(60.0), train, stop(30.5)]) == 90.5
+    # total_seconds carries every earlier process (killed ones too, through the checkpoints).
+    assert logged_seconds([stop(60.0), stop(40.0, 250.0)]) == 250.0
+    assert logged_seconds([stop(40.0, 250.0), stop(10.0, 260.0)]) == 260.0
+    assert logged_seconds([train]) == 0.0

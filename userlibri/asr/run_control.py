@@ -54,6 +54,14 @@ def truncate_log(out: Path, step: int) -> None:
         write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
+def read_log(out: Path) -> list[dict[str, Any]]:
+    """The records of ``out``'s training log (none when it has no log)."""
+    path = out / LOG_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def append_log(out: Path, record: dict[str, Any]) -> None:
     with open(out / LOG_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")

@@ -126,11 +126,9 @@ def _training_summary(exp: Path) -> dict[str, Any]:
     log_path = exp / "train_log.jsonl"
     if not log_path.is_file():
         return out
-    seconds = 0.0
-    for line in log_path.read_text(encoding="utf-8").splitlines():
-        rec = json.loads(line)
+    records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for rec in records:
         if rec.get("event") == "stop":
-            seconds += float(rec.get("seconds", 0.0))
             out["steps"] = rec.get("step")
             out["epochs"] = rec.get("epoch")
             out["stop_reason"] = rec.get("reason")
@@ -139,8 +137,23 @@ def _training_summary(exp: Path) -> dict[str, Any]:
             out["last_dev"] = {k: v for k, v in rec.items() if k.startswith("wer_") or k == "step"}
         elif rec.get("event") == "train":
             out["last_train"] = {k: rec[k] for k in ("step", "ctc", "transducer", "lr") if k in rec}
-    out["train_seconds"] = round(seconds, 1)
+    out["train_seconds"] = logged_seconds(records)
     return out
+
+
+def logged_seconds(records: list[dict[str, Any]]) -> float:
+    """Wall time of a run from its log's ``stop`` records: the newest ``total_seconds`` (every
+    process of the run up to there, carried through its checkpoints; a process killed before it
+    stopped counts up to its last checkpoint) plus the ``seconds`` of any later stops; logs from
+    before ``total_seconds`` existed add up each stop's ``seconds`` (killed processes missing)."""
+    seconds = 0.0
+    for rec in records:
+        if rec.get("event") == "stop":
+            if "total_seconds" in rec:
+                seconds = float(rec["total_seconds"])
+            else:
+                seconds += float(rec.get("seconds", 0.0))
+    return round(seconds, 1)
 
 
 #: Written by ``asr.train`` into each experiment (defined here: ship must not import torch).

@@ -71,12 +71,13 @@ from userlibri.asr.run_control import (  # noqa: F401 (LOG_FILE re-exported)
     LOG_FILE,
     StopSignals,
     append_log,
+    read_log,
     resolve_device,
     rng_state,
     set_rng_state,
     truncate_log,
 )
-from userlibri.asr.ship import DATA_FILE, with_base  # what the training data of a run was (each start/resume)
+from userlibri.asr.ship import DATA_FILE, logged_seconds, with_base  # ship must not import torch
 from userlibri.errors import UserLibriError
 from userlibri.features import FeatureStats
 from userlibri.fsio import atomic_path, exclusive_dir, write_json_atomic
@@ -413,6 +414,7 @@ def train(
     )
     total_steps = tc.decay_steps or tc.epochs * batches_per_epoch
     step = epoch = batch_in_epoch = 0
+    seconds_before = 0.0  # wall time of the earlier processes of this run, up to its checkpoint
     if resume and existing:
         ck = torch.load(existing[-1], map_location=dev, weights_only=False)
         _check_resumable(existing[-1], ck["am_config"], am.to_dict())
@@ -422,6 +424,10 @@ def train(
         total_steps = ck["total_steps"]
         set_rng_state(ck["rng"], chunk_rng, aug_gen)
         truncate_log(out, step)
+        if "train_seconds" in ck:
+            seconds_before = float(ck["train_seconds"])
+        else:  # a checkpoint from before train_seconds: the stops logged up to it
+            seconds_before = logged_seconds(read_log(out))
         log.info("resumed from %s (step %d, epoch %d, batch %d)", existing[-1], step, epoch, batch_in_epoch)
     if schedule_steps is not None:
         done = bool(tc.max_steps) and step >= tc.max_steps  # a rerun of a finished run: stops at once
@@ -453,6 +459,7 @@ def train(
             "feature_stats": stats.to_dict(),
             "feature_config": config.features.to_dict(),
             "tokenizer_model_id": tok.model_id,
+            "train_seconds": round(seconds_before + time.monotonic() - t_start, 1),
         }
         return save_checkpoint(out, state, tc.keep_checkpoints)
 
@@ -591,6 +598,7 @@ def train(
             "step": step,
             "epoch": epoch,
             "seconds": round(seconds, 1),
+            "total_seconds": round(seconds_before + seconds, 1),
             "averaged": [p.name for p in paths],
         },
     )
