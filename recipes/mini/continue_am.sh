@@ -9,10 +9,12 @@
 # 1,500 steps: test-other 0.3-2.2 better, test-clean within 0.7 either side.) Then export and ship, by
 # default NOT over the shipped model: compare $work/mini-blends/MODEL_CARD.md with
 # userlibri/models/mini/MODEL_CARD.md, then rerun stage 4 with --ship-to userlibri/models/mini.
-# The shipped model is phase 5 (since 2026-12-06); a rerun with --name N trains the next phase from
-# it into $work/exp-N, $work/model-N and $work/mini-N (--config YAML: another experiment config;
-# --steps S: a learning-rate schedule of S steps instead of the config's, e.g. --name long --steps
-# 4000: the same data for longer).
+# A rerun with --name N trains the next phase from the shipped model into $work/exp-N,
+# $work/model-N and $work/mini-N (--config YAML: another experiment config; --steps S: a
+# learning-rate schedule of S steps instead of the config's). The shipped model is phase 6:
+# --name long --steps 4000 from phase 5 (the same data on a longer schedule; test-clean 1.5-2.4
+# points and test-other 0.1-1.6 better than phase 5). recipes/mini/train_am.sh stage 5 runs phases
+# 5 and 6 after phase 4, from scratch.
 #
 #   recipes/mini/continue_am.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S]
 #                               [--max-minutes M] [--max-steps N] [--threads T] [--device D]

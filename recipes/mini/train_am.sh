@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Train, export and ship the mini acoustic model (the one in userlibri/models/mini):
+# Train, export and ship the mini acoustic model (the one in userlibri/models/mini), from scratch:
 # ~23 h of speech synthesized from three training books by six voices, and ~1.9 h by eleven Kokoro
 # voices (phase 4) -> a 4.15M-parameter
-# Conformer (CTC + stateless transducer, dynamic chunks, 34 pieces) -> ONNX float/int8/ORT -> the
-# shipped int8 directory (9 MB; the ORT files stay in $work/model) with its greedy WER per test
-# split and MODEL_CARD.md.
+# Conformer (CTC + stateless transducer, dynamic chunks, 34 pieces) -> ONNX float/int8/ORT -> an
+# int8 directory (9 MB; the ORT files stay in $work/model) with its greedy WER per test split and
+# MODEL_CARD.md: phase 4 in $work/mini-kokoro; then stage 5 runs recipes/mini/continue_am.sh twice:
+# phase 5 (40 random Kokoro blends added, 1,500 steps, into $work/mini-blends) and phase 6 (the same
+# data on a 4,000-step schedule, into --ship-to, default userlibri/models/mini: the shipped model).
 #
 #   recipes/mini/train_am.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S]
 #                            [--max-minutes M] [--threads T] [--device D] [--ship-to DIR]
@@ -16,7 +18,9 @@
 # steps with a noisy, reverberant copy, conf/am-noise.yaml; features ~4.5 min), phase 4 ~31 min
 # (1,600 steps with the Kokoro corpus added, conf/am-kokoro.yaml; features ~0.5 min); --max-minutes
 # stops early with a checkpoint and a rerun of stage 2 resumes; export ~1.5 min, evaluation
-# ~1.5 min. With a GPU: --device cuda (and more epochs in conf/am.yaml).
+# ~1.5 min; stage 5: the blends' synthesis ~17 min, phase 5 ~36 min, phase 6 ~90 min on a free
+# core (--max-minutes applies to each; a rerun of stage 5 resumes). With a GPU: --device cuda
+# (and more epochs in conf/am.yaml).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -92,7 +96,28 @@ if run 3; then
   $userlibri asr export --checkpoint "$work/exp-kokoro/model-avg.pt" --out "$work/model"
 fi
 if run 4; then
-  echo "== stage 4: ship the int8 model with its greedy WER and model card to $ship_to"
-  $userlibri asr ship --exp "$work/exp-kokoro" --model "$work/model" --data "$work/LibriSpeech" --out "$ship_to" \
-    --precisions int8 --hardware "$(nproc) CPU cores, $threads training thread(s), device $device"
+  echo "== stage 4: phase 4's int8 model with its greedy WER and model card to $work/mini-kokoro"
+  $userlibri asr ship --exp "$work/exp-kokoro" --model "$work/model" --data "$work/LibriSpeech" \
+    --out "$work/mini-kokoro" --precisions int8 \
+    --hardware "$(nproc) CPU cores, $threads training thread(s), device $device"
+fi
+if run 5; then
+  # Phases 5 and 6 start from the int8 model of the phase before (asr train --init-from); each is
+  # exported and shipped only once its training has reached its last step (a rerun resumes it).
+  common=(--work "$work" --jobs "$jobs" --seed "$seed" --max-minutes "$max_minutes" --threads "$threads"
+    --device "$device")
+  phase() {  # NAME FROM SHIP_TO [ARGS...]
+    local name=$1 from=$2 to=$3
+    shift 3
+    "$here/continue_am.sh" "${common[@]}" --stage 1 --stop-stage 2 --from "$from" --name "$name" "$@"
+    if ! grep '"event": "stop"' "$work/exp-$name/train_log.jsonl" | tail -n 1 | grep -q '"reason": "max_steps"'; then
+      echo "$work/exp-$name has not reached its last step yet: rerun stage 5 to resume it" >&2
+      exit 1
+    fi
+    "$here/continue_am.sh" "${common[@]}" --stage 3 --from "$from" --name "$name" --ship-to "$to" "$@"
+  }
+  echo "== stage 5, phase 5: + 40 Kokoro blends, 1,500 steps from $work/mini-kokoro"
+  phase blends "$work/mini-kokoro" "$work/mini-blends"
+  echo "== stage 5, phase 6: the same data, a 4,000-step schedule from $work/mini-blends, to $ship_to"
+  phase long "$work/mini-blends" "$ship_to" --steps 4000
 fi
