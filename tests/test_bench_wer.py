@@ -423,7 +423,8 @@ def test_cli_end_to_end_tunes_on_dev_only_and_resumes(tmp_path: Path) -> None:
     results, output = _bench(tmp_path, root, lm)
     out = tmp_path / "bench"
     splits = results["splits"]
-    assert list(splits) == ["test-clean", "test-other"] and results["tuning"]["split"] == "dev"
+    assert list(splits) == ["test-clean", "test-other"] and list(results["tuning"]) == ["dev"]
+    assert results["tune_splits"] == {"test-clean": "dev", "test-other": "dev"}
     names = [
         "offline/none",
         "offline/ngram/background",
@@ -435,7 +436,7 @@ def test_cli_end_to_end_tunes_on_dev_only_and_resumes(tmp_path: Path) -> None:
     skipped = {s["condition"]: s["reason"] for s in results["skipped"]}
     assert set(skipped) == {f"{m}/ngram/dp-eps{e}" for m in ("offline", "streaming") for e in (1, 8)}
     assert "no DP n-gram" in skipped["offline/ngram/dp-eps1"]
-    for name, choice in results["tuning"]["chosen"].items():
+    for name, choice in results["tuning"]["dev"]["chosen"].items():
         assert choice["lm_weight"] in ((0.0,) if name.endswith("/none") else (0.2, 0.8))
         assert choice["length_bonus"] in (0.0, 1.0)
     # Never tuned on test users: their cache holds exactly one file per condition (the tuned one).
@@ -458,7 +459,9 @@ def test_cli_end_to_end_tunes_on_dev_only_and_resumes(tmp_path: Path) -> None:
     per_user = list(csv.DictReader((out / "per_user.csv").open()))
     assert len(per_user) == 2 * len(names) * 2
     md = (out / "results.md").read_text()
-    assert "| test-clean (2 users) |" in md and "tuned on the dev users" in md and "Skipped:" in md
+    assert "| test-clean (2 users) |" in md and "test-clean, test-other on the dev users" in md
+    assert "Tuning for test-clean, test-other: dev users (1)" in md and "Skipped:" in md
+    assert md.count("LM weight / bonus") == 1  # one tune split: one column
     assert md in output
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["scatter_offline.png", "scatter_streaming.png", "wer_vs_lm_weight.png"]
@@ -488,12 +491,16 @@ def _dataset_refs(root: Path, split: str) -> list[dict]:
 def test_without_dev_users_tuning_on_a_test_split_is_said(tmp_path: Path) -> None:
     root, lm = make_layout(tmp_path)
     shutil.rmtree(root / "audio_data" / "dev")
-    with pytest.raises(UserLibriError, match="no 'dev' split to tune on.*--tune-split"):
+    with pytest.raises(UserLibriError, match="no dev split to tune test-clean on.*--tune-split"):
         _bench(tmp_path, root, lm, "--modes", "offline")
+    with pytest.raises(UserLibriError, match="no 'dev' split to tune on.*--tune-split"):
+        _bench(tmp_path, root, lm, "--modes", "offline", "--tune-split", "dev")
     results, output = _bench(
         tmp_path, root, lm, "--modes", "offline", "--lms", "interpolated", "--tune-split", "test-other"
     )
-    assert list(results["splits"]) == ["test-clean"] and results["tuning"]["split"] == "test-other"
+    assert (
+        list(results["splits"]) == ["test-clean"] and results["tuning"]["test-other"]["split"] == "test-other"
+    )
     assert "test-other is not reported" in results["notes"][0] and "test-other is not reported" in output
     with pytest.raises(ConfigError, match="cannot be reported"):
         _bench(tmp_path, root, lm, "--tune-split", "test-other", "--splits", "test-other")
@@ -595,47 +602,35 @@ def test_model_precision_defaults_to_the_files_the_model_has(tmp_path: Path) -> 
     assert json.loads((tmp_path / "b" / "results.json").read_text())["config"]["precision"] == "int8"
 
 
-def test_tuning_is_a_coordinate_search_that_revisits_the_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tuning_is_a_coordinate_search_that_revisits_the_weight() -> None:
     """Weight and bonus trade off: the weight picked at bonus 0 (0.3) is not the best at the bonus
     picked next (1.0), so round 2 moves it (to 0.8) and keeps the bonus; the no-LM condition only
     tunes its bonus (0 is best without an LM here). Points already decoded are not decoded again;
     the largest grid value is flagged."""
-    from types import SimpleNamespace
-
-    from userlibri.bench import wer_run
+    from userlibri.bench.wer_tune import coordinate_search
 
     def dev_wer(w: float, b: float) -> float:  # best at w = 0.3 + 0.5 b, and better with a bonus
         return 0.4 + 0.5 * (w - 0.3 - 0.5 * b) ** 2 - 0.2 * b
 
     decoded: list[tuple[str, float, float]] = []
 
-    def fake_run(st, split, points, desc):  # noqa: ANN001, ANN202
+    def evaluate(points, desc):  # noqa: ANN001, ANN202
         out = {}
         for name, pts in points.items():
             for w, b in pts:
                 decoded.append((name, w, b))
-                out[(name, w, b)] = (w, b)
+                out[(name, w, b)] = (dev_wer(w, b), dev_wer(w, b))
         return out
 
-    monkeypatch.setattr(wer_run, "_run", fake_run)
-    monkeypatch.setattr(wer_run, "_score", lambda st, split, wb: ([wb], {}))
-    monkeypatch.setattr(wer_run, "_mean_wer", lambda scores: (dev_wer(*scores[0]), dev_wer(*scores[0])))
     lm_cond, none_cond = Condition("offline", "personal", "ngram"), Condition("offline")
-    cfg = SimpleNamespace(
-        conditions=(none_cond, lm_cond),
-        tune_split="dev",
-        lm_weights=(0.3, 0.5, 0.8),
-        length_bonuses=(0.0, 1.0),
-        default_bonus=0.0,
-        tune_rounds=3,
-    )
-    st = SimpleNamespace(
-        cfg=cfg,
-        dead=set(),
-        specs={(c.name, "dev"): {} for c in cfg.conditions},
-        data={"dev": SimpleNamespace(users=[SimpleNamespace(user_id="u1")])},
-    )
-    record = wer_run._tune(st)  # type: ignore[arg-type]
+    conds = [(none_cond.name, none_cond.has_lm), (lm_cond.name, lm_cond.has_lm)]
+
+    def search(rounds: int) -> dict:
+        return coordinate_search(
+            "dev", ["u1"], conds, evaluate, lambda n: False, (0.3, 0.5, 0.8), (0.0, 1.0), 0.0, rounds
+        )
+
+    record = search(3)
     assert record["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.8, "length_bonus": 1.0}
     assert record["chosen"]["offline/none"] == {"lm_weight": 0.0, "length_bonus": 0.0}
     lm_points = [(w, b) for n, w, b in decoded if n == "offline/ngram/personal"]
@@ -644,9 +639,8 @@ def test_tuning_is_a_coordinate_search_that_revisits_the_weight(monkeypatch: pyt
     assert lm_points == [(0.3, 0.0), (0.5, 0.0), (0.8, 0.0), (0.3, 1.0), (0.5, 1.0), (0.8, 1.0)]
     assert len(set(lm_points)) == len(lm_points)  # nothing decoded twice
     assert record["at_grid_edge"] == {"offline/ngram/personal": ["lm_weight", "length_bonus"]}
-    cfg.tune_rounds = 1  # one round: the old procedure, the weight stays where bonus 0 put it
-    decoded.clear()
-    assert wer_run._tune(st)["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.3, "length_bonus": 1.0}  # type: ignore[arg-type]
+    decoded.clear()  # one round: the old procedure, the weight stays where bonus 0 put it
+    assert search(1)["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.3, "length_bonus": 1.0}
 
 
 def test_model_fingerprint_follows_the_files_the_recognizer_reads(tmp_path: Path) -> None:
@@ -669,3 +663,81 @@ def test_model_fingerprint_follows_the_files_the_recognizer_reads(tmp_path: Path
     tokens = model / "tokens.txt"
     tokens.write_text(tokens.read_text() + "\n")
     assert DecodeSettings(model).model_fingerprint() != key
+
+
+def test_tune_splits_match_each_test_split_to_its_dev_split() -> None:
+    from userlibri.bench.wer_tune import choose_splits, parse_tune_spec
+
+    libri = ["test-clean", "test-other", "dev-clean", "dev-other"]
+    reported, tune_for, notes = choose_splits("ds", "auto", None, libri)
+    assert reported == ["test-clean", "test-other"]
+    assert tune_for == {"test-clean": "dev-clean", "test-other": "dev-other"}
+    assert "test-clean on the dev-clean users; test-other on the dev-other users" in notes[0]
+    # Only one dev split (the mini corpus's dev): both test splits are tuned on it.
+    assert choose_splits("ds", "auto", None, ["test-clean", "test-other", "dev"])[1] == {
+        "test-clean": "dev",
+        "test-other": "dev",
+    }
+    assert (
+        choose_splits("ds", "auto", None, ["test-clean", "test-other", "dev-clean"])[1]["test-other"]
+        == "dev-clean"
+    )
+    assert choose_splits("ds", "dev-clean", None, libri)[1] == {
+        "test-clean": "dev-clean",
+        "test-other": "dev-clean",
+    }
+    pairs = "test-other=dev-clean,test-clean=dev-other"
+    assert choose_splits("ds", pairs, None, libri)[:2] == (
+        ["test-other", "test-clean"],
+        {"test-other": "dev-clean", "test-clean": "dev-other"},
+    )
+    assert choose_splits("ds", pairs, ["test-clean"], libri)[1] == {"test-clean": "dev-other"}
+    # A test split as the tune split is left out of the report, and the notes say so.
+    reported, tune_for, notes = choose_splits("ds", "test-other", None, libri)
+    assert reported == ["test-clean"] and "test-other is not reported" in notes[0]
+    for bad in ("", "a,b", "x=", "a=b,a=c", "a=a", "test-clean=test-other,test-other=dev"):
+        with pytest.raises(ConfigError, match="tune_split"):
+            parse_tune_spec(bad)
+    with pytest.raises(UserLibriError, match=r"ds: no split\(s\) \['dev-x'\] to tune on"):
+        choose_splits("ds", "test-clean=dev-x", None, libri)
+    with pytest.raises(ConfigError, match=r"splits \['test-other'\]: not in --tune-split"):
+        choose_splits("ds", "test-clean=dev-clean", ["test-other"], libri)
+    with pytest.raises(UserLibriError, match="no dev split to tune test-clean on"):
+        choose_splits("ds", "auto", None, ["test-clean", "test-other"])
+
+
+def test_cli_tunes_each_test_split_on_its_own_dev_users(tmp_path: Path) -> None:
+    root, lm = make_layout(tmp_path)
+    dev = root / "audio_data" / "dev"
+    shutil.copytree(dev, root / "audio_data" / "dev-other")
+    dev.rename(root / "audio_data" / "dev-clean")
+    results, output = _bench(tmp_path, root, lm, "--modes", "offline", "--lms", "personal")
+    assert results["tune_splits"] == {"test-clean": "dev-clean", "test-other": "dev-other"}
+    assert list(results["tuning"]) == ["dev-clean", "dev-other"]
+    for split, tune in results["tune_splits"].items():
+        chosen = results["tuning"][tune]["chosen"]
+        for name, s in results["splits"][split]["summaries"].items():
+            assert (s["lm_weight"], s["length_bonus"]) == (
+                chosen[name]["lm_weight"],
+                chosen[name]["length_bonus"],
+            )
+    md = (tmp_path / "bench" / "results.md").read_text()
+    assert md.count("LM weight / bonus") == 2  # one column per split: each has its own tuning
+    assert (
+        "Tuning for test-clean: dev-clean users (1)" in md
+        and "Tuning for test-other: dev-other users (1)" in md
+    )
+    pngs = sorted(p.name for p in (tmp_path / "bench").glob("wer_vs_lm_weight*.png"))
+    assert pngs == ["wer_vs_lm_weight_dev-clean.png", "wer_vs_lm_weight_dev-other.png"]
+    # An LM missing for the dev-other users: that condition cannot be tuned for test-other only.
+    shutil.rmtree(tmp_path / "bench")
+    shutil.rmtree(root / "audio_data" / "dev-other")
+    shutil.copytree(
+        root / "audio_data" / "test-clean" / "speaker-21-book-5",
+        root / "audio_data" / "dev-other" / "speaker-21-book-9",
+    )
+    results, _ = _bench(tmp_path, root, lm, "--modes", "offline", "--lms", "personal")
+    skipped = {(s["condition"], s["split"]): s["reason"] for s in results["skipped"]}
+    assert "1 dev-other user(s), so it cannot be tuned" in skipped[("offline/ngram/personal", "test-other")]
+    assert "offline/ngram/personal" in results["splits"]["test-clean"]["summaries"]
+    assert set(results["splits"]["test-other"]["summaries"]) == {"offline/none"}

@@ -5,7 +5,7 @@
 # per-user WER benchmark and the on-device cost of the acoustic model.
 #
 #   recipes/userlibri/run.sh --librispeech DIR --books DIR --model DIR [--work DIR] [--background ARPA]
-#                            [--corpus DIR] [--tune-split dev-clean] [--neural] [--jobs N]
+#                            [--corpus DIR] [--tune-split auto] [--neural] [--jobs N]
 #                            [--stage N] [--stop-stage N] [--seed S]
 #
 # --librispeech: the LibriSpeech root (CHAPTERS.TXT, BOOKS.TXT, test-clean/, test-other/,
@@ -15,6 +15,8 @@
 #   recipes/userlibri/conf/am-librispeech.yaml (a GPU job: see that file); the shipped mini model
 #   only knows synthesized voices. --background: a public word ARPA for the background LM (e.g.
 #   LibriSpeech's 4-gram, upper-cased); default: built from the --corpus book cache.
+#   --tune-split: auto tunes the LM weights of test-clean on the dev-clean users and of test-other
+#   on the dev-other users (bench wer --help: one split for both, or explicit pairs).
 #
 # Not run on this project's CPU machines (no LibriSpeech offline). Expected times on 2 cores,
 # scaled from the mini recipe's measurements: build ~15 min (107 books); per-user 4-grams ~25 min;
@@ -31,7 +33,7 @@ model=
 work=work/userlibri
 background=
 corpus=$(books_cache)
-tune_split=dev-clean
+tune_split=auto
 neural=0
 jobs=$(nproc)
 stage=0
@@ -66,7 +68,7 @@ if run 3 && ((neural)); then
   bash "$root/recipes/mini/neural.sh" --work "$work" --jobs "$jobs"
 fi
 if run 4; then
-  echo "== stage 4: per-user WER, LM weights tuned on the $tune_split users"
+  echo "== stage 4: per-user WER, LM weights tuned on dev users (--tune-split $tune_split)"
   kinds=ngram
   lms=background,personal,interpolated
   extra=()

@@ -83,9 +83,9 @@ def scatter(results: Mapping[str, Any], mode: str, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def weight_curves(results: Mapping[str, Any], path: Path) -> Path | None:
-    """Tune-split average per-user WER against the LM weight (at the default bonus)."""
-    tun = results["tuning"]
+def weight_curves(tun: Mapping[str, Any], path: Path) -> Path | None:
+    """Tune-split average per-user WER against the LM weight (at the default bonus); ``tun``: one
+    tune split's record (``results["tuning"][split]``)."""
     grid = tun["grid"]
     modes = sorted({n.split("/")[0] for n in grid if "/none" not in n})
     if not modes:
@@ -111,7 +111,7 @@ def weight_curves(results: Mapping[str, Any], path: Path) -> Path | None:
         ax.set_ylabel(f"avg per-user WER % ({tun['split']} users)")
         ax.set_title(f"{mode} (bonus {tun['default_bonus']:g})")
         ax.legend(fontsize=7)
-    fig.suptitle("WER vs LM weight on the tuning users")
+    fig.suptitle(f"WER vs LM weight on the tuning users ({tun['split']})")
     return _save(fig, path)
 
 
@@ -167,6 +167,9 @@ def write_plots(results: Mapping[str, Any], out: Path) -> list[Path]:
     modes = sorted({c["mode"] for c in results["conditions"]})
     for mode in modes:
         made.append(scatter(results, mode, out / f"scatter_{mode}.png"))
-    made.append(weight_curves(results, out / "wer_vs_lm_weight.png"))
+    tunings = results["tuning"]
+    for split, tun in tunings.items():  # one tune split: wer_vs_lm_weight.png
+        suffix = f"_{split}" if len(tunings) > 1 else ""
+        made.append(weight_curves(tun, out / f"wer_vs_lm_weight{suffix}.png"))
     made.append(epsilon_curves(results, out / "wer_vs_epsilon.png"))
     return [p for p in made if p is not None]

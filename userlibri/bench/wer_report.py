@@ -235,23 +235,24 @@ def markdown(results: Mapping[str, Any]) -> str:
         "improved/worse/unchanged. " + " ".join(results["notes"]),
         "",
     ]
-    head = ["Condition", "LM weight / bonus"]
+    # One weight / bonus column when every split is tuned on the same users, else one per split.
+    tunings = tunings_of(results)
+    per_split = len({tunings[s]["split"] for s in splits}) > 1
+    head = ["Condition"] + ([] if per_split else ["LM weight / bonus"])
     for s in splits:
-        head += [f"{s} ({n_users[s]} users)", "vs no LM", "vs background"]
+        head += [f"{s} ({n_users[s]} users)"] + (["LM weight / bonus"] if per_split else [])
+        head += ["vs no LM", "vs background"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in conds:
         name = c["name"]
-        tuned = results["tuning"]["chosen"].get(name)
-        wb = "\u2013" if not tuned else f"{tuned['lm_weight']:g} / {tuned['length_bonus']:g}"
-        if c["kind"] is None and tuned:
-            wb = f"\u2013 / {tuned['length_bonus']:g}"
-        cells = [c["label"], wb]
+        cells = [c["label"]] + ([] if per_split else [_tuned_cell(c, tunings[splits[0]])])
         for s in splits:
             sd = results["splits"][s]
             comps = _lookup(sd)
             none, bg = baselines(c)
+            cells += [_wer_cell(sd["summaries"].get(name))]
+            cells += [_tuned_cell(c, tunings[s])] if per_split else []
             cells += [
-                _wer_cell(sd["summaries"].get(name)),
                 _rel_cell(comps.get((none, name))) if none else "",
                 _rel_cell(comps.get((bg, name))) if bg else "",
             ]
@@ -286,17 +287,19 @@ def markdown(results: Mapping[str, Any]) -> str:
                 f"- {t['split']} {t['condition']}: {t['check']}: {v} \u2192 "
                 + ("met" if t["passed"] else "NOT met")
             )
-    tun = results["tuning"]
-    lines += [
-        "",
-        f"Tuning: {tun['split']} users ({len(tun['users'])}), LM weights {tun['lm_weights']} at bonus "
-        f"{tun['default_bonus']:g}, then length bonuses {tun['length_bonuses']}"
-        + (f" ({tun['method']})" if tun.get("method") else "")
-        + f"; criterion: {tun['criterion']}.",
-    ]
-    if tun.get("at_grid_edge"):
-        edge = ", ".join(f"{k} ({' and '.join(v)})" for k, v in sorted(tun["at_grid_edge"].items()))
-        lines.append(f"At the largest grid value (a wider grid may do better): {edge}.")
+    lines.append("")
+    for tun in results["tuning"].values():
+        reported = [s for s in splits if tunings[s] is tun]
+        lines.append(
+            f"Tuning for {', '.join(reported)}: {tun['split']} users ({len(tun['users'])}), LM weights "
+            f"{tun['lm_weights']} at bonus {tun['default_bonus']:g}, then length bonuses "
+            f"{tun['length_bonuses']}"
+            + (f" ({tun['method']})" if tun.get("method") else "")
+            + f"; criterion: {tun['criterion']}."
+        )
+        if tun.get("at_grid_edge"):
+            edge = ", ".join(f"{k} ({' and '.join(v)})" for k, v in sorted(tun["at_grid_edge"].items()))
+            lines.append(f"At the largest grid value on {tun['split']} (a wider grid may do better): {edge}.")
     if results["skipped"]:
         lines += ["", "Skipped:", ""]
         for sk in results["skipped"]:
@@ -306,6 +309,20 @@ def markdown(results: Mapping[str, Any]) -> str:
         lines += ["", *notes]
     lines.append("")
     return "\n".join(lines)
+
+
+def tunings_of(results: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Reported split -> the tuning record of the users its weights were tuned on."""
+    return {s: results["tuning"][t] for s, t in results["tune_splits"].items()}
+
+
+def _tuned_cell(c: Mapping[str, Any], tun: Mapping[str, Any]) -> str:
+    tuned = tun["chosen"].get(c["name"])
+    if not tuned:
+        return "\u2013"
+    if c["kind"] is None:
+        return f"\u2013 / {tuned['length_bonus']:g}"
+    return f"{tuned['lm_weight']:g} / {tuned['length_bonus']:g}"
 
 
 def write_markdown(path: Path, results: Mapping[str, Any]) -> None:

@@ -5,13 +5,14 @@ Steps:
 
 1. Resolve each condition's LM files per user (:mod:`~userlibri.bench.wer_conditions`); a
    condition missing files for some user of a split is skipped there, with the reason.
-2. Tune on the users of ``tune_split`` (``dev`` by default, built by ``userlibri build`` when the
-   corpus has a dev split): first the LM weight over ``lm_weights`` at ``default_bonus``, then the
-   length bonus over ``length_bonuses`` at the chosen weight, then (``tune_rounds``, default 2)
-   the weight again at that bonus and the bonus at the new weight, for each condition separately
-   (no LM: the bonus only). The criterion is the average per-user WER; ties go to the earlier grid
-   point. Test users never take part. If the tune split is a test split (no dev users), that split
-   is not reported, and the results say so.
+2. Tune on dev users (:mod:`~userlibri.bench.wer_tune`: by default each test split on its own
+   dev split where the dataset has one, test-clean on dev-clean and test-other on dev-other, else
+   on ``dev``, built by ``userlibri build`` when the corpus has a dev split): first the LM weight
+   over ``lm_weights`` at ``default_bonus``, then the length bonus over ``length_bonuses`` at the
+   chosen weight, then (``tune_rounds``, default 2) the weight again at that bonus and the bonus
+   at the new weight, for each condition separately (no LM: the bonus only). The criterion is the
+   average per-user WER; ties go to the earlier grid point. Test users never take part. If a tune
+   split is a test split (no dev users), that split is not reported, and the results say so.
 3. Decode every user of the reported splits in every condition at its tuned weight and bonus.
 4. Score (average per-user WER with a bootstrap CI, pooled WER, paired bootstrap for every pair of
    conditions on one shared resample of users per split) and write ``results.json``,
@@ -53,7 +54,7 @@ from userlibri.bench.wer_decode import (
     clear_engines,
     run_tasks,
 )
-from userlibri.constants import TEST_SPLITS
+from userlibri.bench.wer_tune import AUTO, choose_splits, coordinate_search, parse_tune_spec, tuned_splits
 from userlibri.errors import ConfigError, UserLibriError
 from userlibri.fsio import write_json_atomic, write_text_atomic
 
@@ -61,8 +62,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LM_WEIGHTS = (0.1, 0.2, 0.3, 0.5, 0.8)
 DEFAULT_LENGTH_BONUSES = (0.0, 0.5, 1.0, 2.0)
-DEFAULT_TUNE_SPLIT = "dev"
-RESULTS_VERSION = 1
+DEFAULT_TUNE_SPLIT = AUTO
+#: results.json's format (2: ``tuning`` per tune split, ``tune_splits`` per reported split).
+RESULTS_VERSION = 2
+#: Part of every decode's cache key: bump it only when cached hypotheses must not be reused.
+CACHE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,9 @@ class BenchConfig:
     decode: DecodeSettings
     conditions: tuple[Condition, ...]
     layout: LMLayout = field(default_factory=LMLayout)
-    #: Reported splits; None: the test splits the dataset has, minus the tune split.
+    #: Reported splits; None: the test splits the dataset has, minus any tune split.
     splits: tuple[str, ...] | None = None
+    #: ``auto``, a split name, or ``SPLIT=TUNE_SPLIT,...`` (:mod:`~userlibri.bench.wer_tune`).
     tune_split: str = DEFAULT_TUNE_SPLIT
     lm_weights: tuple[float, ...] = DEFAULT_LM_WEIGHTS
     length_bonuses: tuple[float, ...] = DEFAULT_LENGTH_BONUSES
@@ -105,6 +110,7 @@ class BenchConfig:
                 raise ConfigError(f"{name}: expected distinct finite numbers, found {grid}")
         if any(w < 0 for w in self.lm_weights):
             raise ConfigError(f"lm_weights: expected >= 0, found {self.lm_weights}")
+        parse_tune_spec(self.tune_split)
         if self.splits is not None and self.tune_split in self.splits:
             raise ConfigError(
                 f"splits {self.splits}: the tune split {self.tune_split!r} cannot be reported "
@@ -149,6 +155,8 @@ class _State:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     dead: set[str] = field(default_factory=set)  # conditions skipped everywhere
     mix: dict[str, Any] = field(default_factory=dict)
+    #: reported split -> the split its weights are tuned on
+    tune_for: dict[str, str] = field(default_factory=dict)
 
     def skip(self, cond: Condition, reason: str, split: str | None = None) -> None:
         log.warning("skipping %s%s: %s", cond.name, f" on {split}" if split else "", reason)
@@ -171,43 +179,12 @@ def _load_split(ds: Any, split: str, max_users: int) -> _SplitData:
     return _SplitData(users, utts, refs, f"{ds.root} ({split})")
 
 
-def _choose_splits(cfg: BenchConfig, have: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(reported splits, notes)."""
-    notes = []
-    if cfg.tune_split not in have:
-        hint = (
-            "rebuild the dataset with `userlibri build` on a corpus with a dev split, or pass "
-            "--tune-split <test split> to tune on one test split and report the others"
-        )
-        raise UserLibriError(
-            f"{cfg.dataset}: no {cfg.tune_split!r} split to tune on (have {', '.join(have)}); {hint}"
-        )
-    if cfg.splits is None:
-        splits = [s for s in TEST_SPLITS if s in have and s != cfg.tune_split]
-    else:
-        missing = [s for s in cfg.splits if s not in have]
-        if missing:
-            raise UserLibriError(f"{cfg.dataset}: no split(s) {missing} (have {', '.join(have)})")
-        splits = list(cfg.splits)
-    if not splits:
-        raise UserLibriError(f"{cfg.dataset}: no split left to report after tuning on {cfg.tune_split!r}")
-    if cfg.tune_split in TEST_SPLITS:
-        notes.append(
-            f"No dev users: weights were tuned on the {cfg.tune_split} users, so {cfg.tune_split} is not "
-            f"reported; only {', '.join(splits)} are."
-        )
-    else:
-        notes.append(f"LM weight and length bonus tuned on the {cfg.tune_split} users, never on test users.")
-    if cfg.max_users:
-        notes.append(f"Only the first {cfg.max_users} users of each split (--max-users): a quick look.")
-    return splits, notes
-
-
 def _resolve(st: _State, cond: Condition, splits: Sequence[str]) -> None:
     """Each user's LM spec of ``cond`` in each split; skips (one message per cause) where absent.
 
-    Missing for some tune-split user: skipped everywhere (it cannot be tuned); missing for some
-    user of a reported split: skipped on that split (the paired tests need every user).
+    Missing for some user of a tune split: skipped on the splits tuned there (it cannot be tuned);
+    missing for some user of a reported split: skipped on that split (the paired tests need every
+    user).
     """
     missing: dict[str, list[str]] = {}
     total = 0
@@ -232,13 +209,25 @@ def _resolve(st: _State, cond: Condition, splits: Sequence[str]) -> None:
     example = "; ".join(causes[:2]) + (f"; and {len(causes) - 2} more" if len(causes) > 2 else "")
     if len(reasons) == total:
         st.skip(cond, f"no LM for any user ({example})")
-    elif st.cfg.tune_split in missing:
-        n = len(missing[st.cfg.tune_split])
-        st.skip(cond, f"no LM for {n} {st.cfg.tune_split} user(s), so it cannot be tuned ({example})")
-    else:
-        for split, rs in missing.items():
-            n = len(st.data[split].users)
-            st.skip(cond, f"no LM for {len(rs)} of {n} users ({rs[0]})", split)
+        return
+    untunable = {s for s, t in st.tune_for.items() if t in missing}
+    if untunable == set(st.tune_for):
+        tunes = ", ".join(t for t in tuned_splits(st.tune_for) if t in missing)
+        n = sum(len(missing[t]) for t in tuned_splits(st.tune_for) if t in missing)
+        st.skip(cond, f"no LM for {n} {tunes} user(s), so it cannot be tuned ({example})")
+        return
+    for split in st.tune_for:
+        t = st.tune_for[split]
+        if t in missing:
+            st.skip(
+                cond,
+                f"no LM for {len(missing[t])} {t} user(s), so it cannot be tuned ({missing[t][0]})",
+                split,
+            )
+            st.specs.pop((cond.name, split), None)
+        elif split in missing:
+            rs = missing[split]
+            st.skip(cond, f"no LM for {len(rs)} of {len(st.data[split].users)} users ({rs[0]})", split)
 
 
 def _mix_weight(st: _State, cond: Condition, book: str, files: tuple[Path, ...]) -> float:
@@ -280,7 +269,7 @@ def _job(st: _State, cond: Condition, split: str, user: str, weight: float, bonu
     spec = st.specs[(cond.name, split)][user]
     d = st.cfg.decode
     key = {
-        "v": RESULTS_VERSION,
+        "v": CACHE_VERSION,
         "model": st.model_fp,
         "decoder": d.decoder,
         "beam": d.beam,
@@ -371,94 +360,36 @@ def _mean_wer(scores: Sequence[W.UserScore]) -> tuple[float, float]:
     )
 
 
-def _tune(st: _State) -> dict[str, Any]:
-    """Coordinate search on the tune split; returns the tuning record (grid and choices).
+def _tune(st: _State, split: str) -> dict[str, Any]:
+    """The coordinate search (:func:`~userlibri.bench.wer_tune.coordinate_search`) on the users of
+    ``split``, for the conditions reported on some split tuned there."""
+    cfg = st.cfg
+    reported = [s for s, t in st.tune_for.items() if t == split]
+    live = [
+        c
+        for c in cfg.conditions
+        if c.name not in st.dead
+        and (c.name, split) in st.specs
+        and any((c.name, s) in st.specs for s in reported)
+    ]
 
-    Per condition, round 1 picks the LM weight over ``lm_weights`` at ``default_bonus``, then the
-    length bonus over ``length_bonuses`` at that weight (no LM: the bonus only); each further round
-    (up to ``tune_rounds``) picks the weight again at the chosen bonus and the bonus at the new
-    weight, and stops once the bonus comes out as the one the weight was picked at (the next
-    round would repeat itself). Weight and bonus trade off (a heavier LM shortens hypotheses, a
-    bonus lengthens them), so the weight picked at bonus 0 is rarely the best at the bonus picked
-    next. Points already decoded are not decoded again. A choice at the largest value of its grid
-    is logged (the grid may be too narrow) and listed under ``at_grid_edge``."""
-    cfg, split = st.cfg, st.cfg.tune_split
-    live = [c for c in cfg.conditions if c.name not in st.dead and (c.name, split) in st.specs]
-    grid: dict[str, list[dict[str, Any]]] = {c.name: [] for c in live}
-    seen: dict[str, dict[tuple[float, float], tuple[float, float]]] = {c.name: {} for c in live}
-    weight = {c.name: 0.0 for c in live}
-    bonus = {c.name: cfg.default_bonus for c in live}
-    has_lm = {c.name: c.has_lm for c in live}
-    open_ = {c.name for c in live}  # conditions still being tuned
+    def evaluate(
+        points: dict[str, list[tuple[float, float]]], desc: str
+    ) -> dict[tuple[str, float, float], Any]:
+        files = _run(st, split, points, desc)
+        return {k: _mean_wer(_score(st, split, paths)[0]) for k, paths in files.items()}
 
-    def evaluate(points: dict[str, list[tuple[float, float]]], desc: str) -> None:
-        todo = {n: [p for p in pts if p not in seen[n]] for n, pts in points.items() if n not in st.dead}
-        todo = {n: pts for n, pts in todo.items() if pts}
-        files = _run(st, split, todo, desc) if todo else {}
-        for name, pts in todo.items():
-            if name in st.dead:
-                continue
-            for w, b in pts:
-                avg, pooled = _mean_wer(_score(st, split, files[(name, w, b)])[0])
-                seen[name][(w, b)] = (avg, pooled)
-                grid[name].append(
-                    {"lm_weight": w, "length_bonus": b, "avg_user_wer": avg, "pooled_wer": pooled}
-                )
-
-    def best(name: str, pts: list[tuple[float, float]]) -> tuple[float, float]:
-        """The point with the lowest average per-user WER (ties: pooled WER, then grid order)."""
-        return min((*seen[name][p], i, p) for i, p in enumerate(pts))[3]
-
-    for r in range(1, cfg.tune_rounds + 1):
-        at_bonus = dict(bonus)
-        pts = {n: [(w, bonus[n]) for w in cfg.lm_weights] for n in sorted(open_) if has_lm[n]}
-        evaluate(pts, f"tune weight ({split}, round {r})")
-        for name, p in pts.items():
-            if name not in st.dead:
-                weight[name] = best(name, p)[0]
-        pts = {n: [(weight[n], b) for b in cfg.length_bonuses] for n in sorted(open_) if n not in st.dead}
-        evaluate(pts, f"tune bonus ({split}, round {r})")
-        for name, p in pts.items():
-            if name not in st.dead:
-                bonus[name] = best(name, p)[1]
-        # Converged: the next round would pick the same weight (same bonus) and then the same bonus.
-        open_ = {n for n in open_ if n not in st.dead and has_lm[n] and bonus[n] != at_bonus[n]}
-        if not open_:
-            break
-    chosen = {c.name: {"lm_weight": weight[c.name], "length_bonus": bonus[c.name]} for c in live}
-    edges: dict[str, list[str]] = {}
-    for c in live:
-        if c.name in st.dead:
-            continue
-        hit = [
-            k
-            for k, grid_ in (("lm_weight", cfg.lm_weights), ("length_bonus", cfg.length_bonuses))
-            if (c.has_lm or k == "length_bonus") and len(grid_) > 1 and chosen[c.name][k] == max(grid_)
-        ]
-        if hit:
-            edges[c.name] = hit
-            log.warning(
-                "%s: the tuned %s is the largest of its grid: try a wider grid", c.name, " and ".join(hit)
-            )
-        log.info(
-            "tuned %s on %s: lm weight %g, length bonus %g",
-            c.name,
-            split,
-            chosen[c.name]["lm_weight"],
-            chosen[c.name]["length_bonus"],
-        )
-    return {
-        "split": split,
-        "users": [u.user_id for u in st.data[split].users],
-        "criterion": "average per-user WER (ties: pooled WER, then the earlier grid point)",
-        "method": f"coordinate search, at most {cfg.tune_rounds} round(s) of weight then bonus",
-        "lm_weights": list(cfg.lm_weights),
-        "length_bonuses": list(cfg.length_bonuses),
-        "default_bonus": cfg.default_bonus,
-        "grid": {k: v for k, v in grid.items() if k not in st.dead},
-        "chosen": {k: v for k, v in chosen.items() if k not in st.dead},
-        "at_grid_edge": edges,
-    }
+    return coordinate_search(
+        split,
+        [u.user_id for u in st.data[split].users],
+        [(c.name, c.has_lm) for c in live],
+        evaluate,
+        lambda name: name in st.dead,
+        cfg.lm_weights,
+        cfg.length_bonuses,
+        cfg.default_bonus,
+        cfg.tune_rounds,
+    )
 
 
 # ---------------------------------------------------------------- the run
@@ -515,19 +446,22 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     cfg = cfg.validate()
     cfg.out.mkdir(parents=True, exist_ok=True)
     ds = Dataset(cfg.dataset)
-    splits, notes = _choose_splits(cfg, ds.splits())
-    data = {s: _load_split(ds, s, cfg.max_users) for s in [cfg.tune_split, *splits]}
-    st = _State(cfg, cfg.decode.model_fingerprint(), data)
+    splits, tune_for, notes = choose_splits(cfg.dataset, cfg.tune_split, cfg.splits, ds.splits())
+    if cfg.max_users:
+        notes.append(f"Only the first {cfg.max_users} users of each split (--max-users): a quick look.")
+    tunes = tuned_splits(tune_for)
+    data = {s: _load_split(ds, s, cfg.max_users) for s in [*tunes, *splits]}
+    st = _State(cfg, cfg.decode.model_fingerprint(), data, tune_for=tune_for)
     mix_path = cfg.out / "neural_mix.json"
     if mix_path.is_file():
         st.mix = json.loads(mix_path.read_text(encoding="utf-8"))
     for cond in cfg.conditions:
-        _resolve(st, cond, [cfg.tune_split, *splits])
+        _resolve(st, cond, [*tunes, *splits])
     out_splits: dict[str, Any] = {}
     try:
-        tuning = _tune(st)
+        tuning = {t: _tune(st, t) for t in tunes}
         for split in splits:
-            out_splits[split] = _report_split(st, split, tuning["chosen"])
+            out_splits[split] = _report_split(st, split, tuning[tune_for[split]]["chosen"])
     finally:
         clear_engines()
     conds = [c for c in cfg.conditions if any(c.name in s["summaries"] for s in out_splits.values())]
@@ -546,6 +480,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             }
             for c in conds
         ],
+        "tune_splits": tune_for,
         "tuning": tuning,
         "neural_mix": st.mix,
         "skipped": st.skipped,

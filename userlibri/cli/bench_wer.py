@@ -66,7 +66,12 @@ def _seed(ctx: click.Context, seed: int | None) -> int:
     "--splits", default=None, help="Reported splits (default: the test splits, minus --tune-split)."
 )
 @click.option(
-    "--tune-split", default="dev", show_default=True, help="Users the LM weight and bonus are tuned on."
+    "--tune-split",
+    default="auto",
+    show_default=True,
+    help="Users the LM weight and bonus are tuned on: auto (each test split on its own dev split, "
+    "test-clean on dev-clean and test-other on dev-other, where the dataset has them, else on dev), "
+    "one split for all, or SPLIT=TUNE_SPLIT pairs, e.g. test-clean=dev-clean,test-other=dev-other.",
 )
 @click.option("--lm-weights", default="0.1,0.2,0.3,0.5,0.8", show_default=True, help="LM weight grid.")
 @click.option(
