@@ -641,6 +641,15 @@ def test_tuning_is_a_coordinate_search_that_revisits_the_weight() -> None:
     assert record["at_grid_edge"] == {"offline/ngram/personal": ["lm_weight", "length_bonus"]}
     decoded.clear()  # one round: the old procedure, the weight stays where bonus 0 put it
     assert search(1)["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.3, "length_bonus": 1.0}
+    decoded.clear()  # rounds 0: the full grid, every pair once, and its optimum
+    record = search(0)
+    assert record["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.8, "length_bonus": 1.0}
+    assert record["chosen"]["offline/none"] == {"lm_weight": 0.0, "length_bonus": 0.0}
+    assert sorted(decoded) == sorted(
+        [("offline/ngram/personal", w, b) for w in (0.3, 0.5, 0.8) for b in (0.0, 1.0)]
+        + [("offline/none", 0.0, b) for b in (0.0, 1.0)]
+    )
+    assert record["method"] == "full grid of weight x bonus"
 
 
 def test_model_fingerprint_follows_the_files_the_recognizer_reads(tmp_path: Path) -> None:

@@ -116,8 +116,8 @@ class BenchConfig:
                 f"splits {self.splits}: the tune split {self.tune_split!r} cannot be reported "
                 "(weights tuned on its users would flatter it)"
             )
-        if self.tune_rounds < 1:
-            raise ConfigError(f"tune_rounds: expected >= 1, found {self.tune_rounds}")
+        if self.tune_rounds < 0:
+            raise ConfigError(f"tune_rounds: expected >= 0 (0: the full grid), found {self.tune_rounds}")
         if self.resamples < 1 or self.jobs < 1 or self.max_users < 0 or self.mix_sentences < 1:
             raise ConfigError("resamples, jobs and mix_sentences must be >= 1 and max_users >= 0")
         if not 0 < self.confidence < 1:

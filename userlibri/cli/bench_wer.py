@@ -82,10 +82,11 @@ def _seed(ctx: click.Context, seed: int | None) -> int:
 )
 @click.option(
     "--tune-rounds",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=0),
     default=2,
     show_default=True,
-    help="Rounds of weight-then-bonus search on the tune split (1: weight at --default-bonus, then bonus).",
+    help="Rounds of weight-then-bonus search on the tune split (1: weight at --default-bonus, then bonus; "
+    "0: every weight x bonus pair of the grids).",
 )
 @click.option("--beam", type=int, default=DEFAULT_BEAM, show_default=True)
 @click.option("--decoder", type=click.Choice(["ctc", "transducer"]), default="ctc", show_default=True)
