@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from userlibri.asr.ship import LOG_FILE, read_log  # noqa: F401 (read_log re-exported; torch-free)
 from userlibri.errors import UserLibriError
 from userlibri.fsio import write_text_atomic
 
 log = logging.getLogger("userlibri.asr.train")
-
-LOG_FILE = "train_log.jsonl"
 
 
 def rng_state(chunk_rng: random.Random, aug: torch.Generator) -> dict[str, Any]:
@@ -52,14 +51,6 @@ def truncate_log(out: Path, step: int) -> None:
     keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
     if len(keep) != len(lines):
         write_text_atomic(path, "".join(line + "\n" for line in keep))
-
-
-def read_log(out: Path) -> list[dict[str, Any]]:
-    """The records of ``out``'s training log (none when it has no log)."""
-    path = out / LOG_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def append_log(out: Path, record: dict[str, Any]) -> None:

@@ -123,10 +123,9 @@ def _training_summary(exp: Path) -> dict[str, Any]:
     cfg = exp / "config.json"
     if cfg.is_file():
         out["config"] = json.loads(cfg.read_text(encoding="utf-8"))
-    log_path = exp / "train_log.jsonl"
-    if not log_path.is_file():
+    if not (exp / LOG_FILE).is_file():
         return out
-    records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_log(exp)
     for rec in records:
         if rec.get("event") == "stop":
             out["steps"] = rec.get("step")
@@ -139,6 +138,19 @@ def _training_summary(exp: Path) -> dict[str, Any]:
             out["last_train"] = {k: rec[k] for k in ("step", "ctc", "transducer", "lr") if k in rec}
     out["train_seconds"] = logged_seconds(records)
     return out
+
+
+#: The training log of an experiment, one JSON object a line (written by ``asr.train``; defined
+#: here, like ``DATA_FILE``: ship must not import torch).
+LOG_FILE = "train_log.jsonl"
+
+
+def read_log(exp: Path) -> list[dict[str, Any]]:
+    """The records of ``exp``'s training log (none when it has no log)."""
+    path = exp / LOG_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def logged_seconds(records: list[dict[str, Any]]) -> float:
