@@ -713,6 +713,9 @@ def test_tune_splits_match_each_test_split_to_its_dev_split() -> None:
         choose_splits("ds", "test-clean=dev-clean", ["test-other"], libri)
     with pytest.raises(UserLibriError, match="no dev split to tune test-clean on"):
         choose_splits("ds", "auto", None, ["test-clean", "test-other"])
+    for spec in ("dev-clean", "auto"):
+        with pytest.raises(ConfigError, match=r"\['dev-clean'\]: tuned on, so they cannot be reported"):
+            choose_splits("ds", spec, ["test-clean", "dev-clean"], libri)
 
 
 def test_cli_tunes_each_test_split_on_its_own_dev_users(tmp_path: Path) -> None:
