@@ -231,6 +231,24 @@ def test_plan_is_deterministic_and_disjoint(corpus):
     assert all(r.snr_db is None for r in a.readers if r.split != "test-other")
 
 
+def test_plan_with_librispeech_dev_splits(corpus):
+    """dev-clean and dev-other (LibriSpeech's names) plan like any split: their readers share no
+    chapter with the test readers of the same book, and dev-other can be noisy like test-other."""
+    raw = _cfg()
+    raw["splits"]["dev-other"] = {"books": ["22"], "voices": ["flite:awb"], "readers": 1, "noise": True}
+    raw["splits"]["dev-clean"] = {"books": ["22"], "voices": ["festival:ked_diphone"], "readers": 1}
+    plan = plan_synth(synth_config_from_dict(raw), corpus)
+    splits = ["train", "dev-clean", "dev-other", "test-clean", "test-clean", "test-other"]
+    assert [r.split for r in plan.readers] == splits
+    read = [(ch.book_id, ch.chapter_index) for ch in plan.chapters]
+    assert len(set(read)) == len(read) and sum(b == "22" for b, _ in read) == 3
+    other = next(r for r in plan.readers if r.split == "dev-other")
+    assert other.snr_db is not None and other.reverberance is None
+    raw["splits"]["dev-noisy"] = raw["splits"].pop("dev-other")
+    with pytest.raises(ConfigError, match="unknown split 'dev-noisy'"):
+        synth_config_from_dict(raw).validate()
+
+
 def test_plan_errors(corpus):
     missing = _cfg()
     missing["splits"]["train"]["books"] = ["99"]

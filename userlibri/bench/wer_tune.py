@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from userlibri.constants import TEST_SPLITS
+from userlibri.constants import DEV_SPLITS, TEST_SPLITS
 from userlibri.errors import ConfigError, UserLibriError
 
 log = logging.getLogger("userlibri.bench.wer_run")
@@ -29,7 +29,7 @@ AUTO = "auto"
 #: Test split -> the dev split ``auto`` tunes it on when the dataset has it.
 MATCHED_DEV = {"test-clean": "dev-clean", "test-other": "dev-other"}
 #: Dev splits ``auto`` falls back on, in order.
-FALLBACK_DEV = ("dev", "dev-clean", "dev-other")
+FALLBACK_DEV = DEV_SPLITS
 
 #: (condition name, lm weight, length bonus) -> (average per-user WER, pooled WER)
 Evaluate = Callable[

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from userlibri.constants import DEFAULT_LEAKAGE_NGRAM, DEFAULT_SAMPLE_RATE, TEST_SPLITS
+from userlibri.constants import DEFAULT_LEAKAGE_NGRAM, DEFAULT_SAMPLE_RATE, DEV_SPLITS, TEST_SPLITS
 from userlibri.data import librispeech as ls
 from userlibri.data.align import AlignConfig, BookIndex, ChapterMatch
 from userlibri.data.books import CHAPTER_MARK, Book, Chapter
@@ -57,9 +57,6 @@ REPORT = "build_report.json"
 LM_SUFFIX = "_lm_train.txt"
 AUDIO_METADATA_HEADER = ("Split", "User ID", "Num Audio Examples", "Average Words Per Example")
 LM_METADATA_HEADER = ("Book ID", "Num Text Examples", "Average Words Per Example")
-#: Dev split directories looked for when ``BuildConfig.dev_splits`` is None (synth writes ``dev``;
-#: LibriSpeech has ``dev-clean`` and ``dev-other``).
-DEV_SPLIT_NAMES = ("dev", "dev-clean", "dev-other")
 
 _CACHE_FORMAT = re.compile(r"^" + re.escape(CHAPTER_MARK), re.MULTILINE)
 
@@ -77,7 +74,7 @@ class BuildConfig:
     out: Path
     splits: tuple[str, ...] = TEST_SPLITS
     #: Dev splits whose users are built too (for tuning, never reported); None: every split of
-    #: ``DEV_SPLIT_NAMES`` the corpus has; (): none.
+    #: ``DEV_SPLITS`` the corpus has; (): none.
     dev_splits: tuple[str, ...] | None = None
     books_dir: Path | None = None
     num_workers: int = DEFAULT_BUILD_WORKERS
@@ -428,11 +425,11 @@ def _write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object
 
 
 def with_dev_splits(cfg: BuildConfig) -> BuildConfig:
-    """``cfg`` with its dev splits appended to ``splits`` (None: those of ``DEV_SPLIT_NAMES`` that
+    """``cfg`` with its dev splits appended to ``splits`` (None: those of ``DEV_SPLITS`` that
     exist in the corpus); ``dev_splits`` becomes the explicit tuple that was added."""
     if cfg.dev_splits is None:
         root = resolve_root(cfg.librispeech)
-        dev = tuple(s for s in DEV_SPLIT_NAMES if (root / s).is_dir())
+        dev = tuple(s for s in DEV_SPLITS if (root / s).is_dir())
     else:
         dev = cfg.dev_splits
     dev = tuple(s for s in dev if s not in cfg.splits)
