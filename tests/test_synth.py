@@ -231,19 +231,35 @@ def test_plan_is_deterministic_and_disjoint(corpus):
     assert all(r.snr_db is None for r in a.readers if r.split != "test-other")
 
 
-def test_plan_with_librispeech_dev_splits(corpus):
-    """dev-clean and dev-other (LibriSpeech's names) plan like any split: their readers share no
-    chapter with the test readers of the same book, and dev-other can be noisy like test-other."""
+def test_plan_with_librispeech_dev_splits(tmp_path):
+    """dev-clean and dev-other (LibriSpeech's names) plan like any split, after the others: their
+    readers share no chapter with the test readers of the same book, dev-other can be noisy like
+    test-other, and adding them changes nothing else in the plan (ids, chapters, utterances)."""
+    corpus = BookCorpus.create(tmp_path)
+    for args in (("11", "The First Test Book", 3, 1), ("22", "The Second", 3, 2), ("33", "A Third", 2, 3)):
+        corpus.add(_book(*args))
+    corpus.add(_book("44", "A Fourth Book", 2, 4))
+    base = plan_synth(synth_config_from_dict(_cfg()), corpus)
     raw = _cfg()
-    raw["splits"]["dev-other"] = {"books": ["22"], "voices": ["flite:awb"], "readers": 1, "noise": True}
+    raw["splits"]["dev-other"] = {"books": ["11"], "voices": ["flite:awb"], "readers": 1, "noise": True}
     raw["splits"]["dev-clean"] = {"books": ["22"], "voices": ["festival:ked_diphone"], "readers": 1}
     plan = plan_synth(synth_config_from_dict(raw), corpus)
-    splits = ["train", "dev-clean", "dev-other", "test-clean", "test-clean", "test-other"]
+    splits = ["train", "test-clean", "test-clean", "test-other", "dev-clean", "dev-other"]
     assert [r.split for r in plan.readers] == splits
+    assert plan.readers[:4] == base.readers and plan.chapters[: len(base.chapters)] == base.chapters
+    assert plan.project_ids == base.project_ids
     read = [(ch.book_id, ch.chapter_index) for ch in plan.chapters]
-    assert len(set(read)) == len(read) and sum(b == "22" for b, _ in read) == 3
+    assert len(set(read)) == len(read) and sum(b == "11" for b, _ in read) == 3
+    ids = [r.speaker_id for r in plan.readers] + [ch.chapter_id for ch in plan.chapters]
+    assert len(set(ids)) == len(ids)
     other = next(r for r in plan.readers if r.split == "dev-other")
     assert other.snr_db is not None and other.reverberance is None
+    # A book only an added split reads gets its own project id; the others keep theirs.
+    raw["splits"]["dev-clean"]["books"] = ["44"]
+    more = plan_synth(synth_config_from_dict(raw), corpus)
+    assert {b: i for b, i in more.project_ids.items() if b != "44"} == base.project_ids
+    assert more.project_ids["44"] not in base.project_ids.values()
+    assert more.readers[:4] == base.readers and more.chapters[: len(base.chapters)] == base.chapters
     raw["splits"]["dev-noisy"] = raw["splits"].pop("dev-other")
     with pytest.raises(ConfigError, match="unknown split 'dev-noisy'"):
         synth_config_from_dict(raw).validate()

@@ -230,11 +230,33 @@ def _draw_reader(
     return Reader(speaker_id, split, voice, book_id, get_voice(voice).sex, **kw)
 
 
+#: Splits whose speaker, chapter and project ids come from one joint draw each (the splits synth
+#: knew before dev-clean and dev-other). Any other split draws its own ids from its own stream,
+#: skipping taken ones, and is planned after these: adding one to a config leaves every other
+#: split's ids, chapters, utterances and audio as they were.
+_JOINT_ID_SPLITS = ("train", "dev", "test-clean", "test-other")
+
+
 def _unique_ids(seed: int, what: str, n: int, lo: int, hi: int) -> list[str]:
     rng = np.random.default_rng(stable_seed(seed, what))
     if n > hi - lo:
         raise ConfigError(f"too many {what}: {n} > {hi - lo}")
     return [str(int(x)) for x in rng.choice(np.arange(lo, hi), size=n, replace=False)]
+
+
+def _more_unique_ids(seed: int, what: str, key: str, n: int, lo: int, hi: int, taken: set[str]) -> list[str]:
+    """``n`` ids in [lo, hi) from the stream of (``what``, ``key``) that are not in ``taken`` (which
+    they join): a prefix-stable draw, unlike :func:`_unique_ids`."""
+    if n + len(taken) > hi - lo:
+        raise ConfigError(f"too many {what}: {n + len(taken)} > {hi - lo}")
+    rng = np.random.default_rng(stable_seed(seed, what, key))
+    out: list[str] = []
+    while len(out) < n:
+        x = str(int(rng.integers(lo, hi)))
+        if x not in taken:
+            taken.add(x)
+            out.append(x)
+    return out
 
 
 def plan_synth(
@@ -247,7 +269,8 @@ def plan_synth(
     cfg.validate()
     splitter = splitter or _default_splitter()
     normalize = normalize or _default_normalizer()
-    splits = [s for s in ALL_SPLITS if s in cfg.splits]
+    joint = [s for s in _JOINT_ID_SPLITS if s in cfg.splits]
+    splits = joint + [s for s in ALL_SPLITS if s in cfg.splits and s not in joint]
     all_books = sorted({b for s in splits for b in cfg.splits[s].books})
     missing = [b for b in all_books if b not in corpus.entries]
     if missing:
@@ -261,20 +284,37 @@ def plan_synth(
         idx = [i for i, ch in enumerate(book.chapters) if ch.num_words >= cfg.min_chapter_words]
         rng = np.random.default_rng(stable_seed(cfg.seed, "chapters", b))
         free[b] = [idx[i] for i in rng.permutation(len(idx))]
-    n_readers = sum(cfg.splits[s].readers for s in splits)
+    n_readers = sum(cfg.splits[s].readers for s in joint)
     speaker_ids = _unique_ids(cfg.seed, "speakers", n_readers, 100, 10000)
-    n_chapters = sum(cfg.splits[s].readers * cfg.splits[s].chapters_per_reader for s in splits)
-    chapter_ids = iter(_unique_ids(cfg.seed, "chapters", n_chapters, 10000, 1000000))
+    n_chapters = sum(cfg.splits[s].readers * cfg.splits[s].chapters_per_reader for s in joint)
+    chapter_ids = _unique_ids(cfg.seed, "chapters", n_chapters, 10000, 1000000)
+    joint_books = sorted({b for s in joint for b in cfg.splits[s].books})
     project_ids = dict(
-        zip(all_books, _unique_ids(cfg.seed, "projects", len(all_books), 1000, 30000), strict=True)
+        zip(joint_books, _unique_ids(cfg.seed, "projects", len(joint_books), 1000, 30000), strict=True)
     )
+    taken_projects = set(project_ids.values())
+    for b in all_books:
+        if b not in project_ids:
+            project_ids[b] = _more_unique_ids(cfg.seed, "projects", b, 1, 1000, 30000, taken_projects)[0]
+    project_ids = dict(sorted(project_ids.items()))
+    taken_speakers, taken_chapters = set(speaker_ids), set(chapter_ids)
+    joint_sids, joint_cids = iter(speaker_ids), iter(chapter_ids)
 
     readers: list[Reader] = []
     chapters: list[PlannedChapter] = []
     dropped = 0
-    sid_iter = iter(speaker_ids)
     for split in splits:
         scfg = cfg.splits[split]
+        if split in joint:
+            sid_iter, chapter_ids_iter = joint_sids, joint_cids
+        else:
+            n_ch = scfg.readers * scfg.chapters_per_reader
+            sid_iter = iter(
+                _more_unique_ids(cfg.seed, "speakers", split, scfg.readers, 100, 10000, taken_speakers)
+            )
+            chapter_ids_iter = iter(
+                _more_unique_ids(cfg.seed, "chapters", split, n_ch, 10000, 1000000, taken_chapters)
+            )
         for i in range(scfg.readers):
             book_id = scfg.books[i % len(scfg.books)]
             reader = _draw_reader(cfg, split, i, scfg, next(sid_iter), book_id)
@@ -295,7 +335,7 @@ def plan_synth(
                     )
                 ch_idx = free[book_id].pop(0)
                 ch = books[book_id].chapters[ch_idx]
-                chapter_id = next(chapter_ids)
+                chapter_id = next(chapter_ids_iter)
                 rng = np.random.default_rng(stable_seed(cfg.seed, "cut", chapter_id))
                 sentences = [s for para in ch.paragraphs for s in splitter(para)]
                 # Plan inside [min, max] by a margin: the estimate is off by ~4% (sd) per utterance.
