@@ -187,6 +187,19 @@ def test_user_pipeline_writes_book_dirs(release, tmp_path) -> None:
     table = users.format_table(result)
     assert "| 11 | 1 |" in table and "interpolated_exact" in table
 
+    # Rebuilding one book with the same background keeps the other book's row and LM untouched.
+    stamp = (out / "11" / "mix.bin").stat().st_mtime_ns
+    bg = out / "background" / "ngram.arpa"
+    again = users.build_user_lms(root, out, background_arpa=bg, books=["22"], progress=False)
+    assert again["books"][0] == summary["books"][0] and [r["book_id"] for r in again["books"]] == ["11", "22"]
+    assert (out / "11" / "mix.bin").stat().st_mtime_ns == stamp
+    assert json.loads((out / "summary.json").read_text()) == again
+    # With another background LM the other books' rows no longer describe this run: dropped.
+    other = tmp_path / "other.arpa"
+    other.write_bytes(bg.read_bytes())
+    alone = users.build_user_lms(root, out, background_arpa=other, books=["22"], progress=False)
+    assert [r["book_id"] for r in alone["books"]] == ["22"]
+
 
 def test_user_pipeline_refuses_tiny_book(release, tmp_path) -> None:
     from userlibri.lm import users

@@ -33,6 +33,7 @@ from userlibri.data.userlibri import (
     LM_SUFFIX,
     MANIFEST_DIR,
     METADATA,
+    id_order,
 )
 from userlibri.errors import DataFormatError, UserLibriError
 
@@ -184,7 +185,7 @@ class Dataset:
         if not self.lm_dir.is_dir():
             return []
         ids = [p.name[: -len(LM_SUFFIX)] for p in self.lm_dir.glob(f"*{LM_SUFFIX}")]
-        return sorted(ids, key=lambda s: (0, int(s)) if s.isdigit() else (1, s))
+        return sorted(ids, key=id_order)
 
     def lm_path(self, book_id: str) -> Path:
         return self.lm_dir / f"{book_id}{LM_SUFFIX}"

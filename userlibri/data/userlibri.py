@@ -365,7 +365,7 @@ def _scan(cfg: BuildConfig) -> _Scan:
             f"the transcript), e.g. {shown}"
         )
     # Books read by users, and their text files.
-    books = sorted({b for rows in utts.values() for _, b, _ in rows}, key=_id_key)
+    books = sorted({b for rows in utts.values() for _, b, _ in rows}, key=id_order)
     book_paths: dict[str, Path] = {}
     for b in books:
         p = locate_book(b, root, Path(cfg.books_dir) if cfg.books_dir else None)
@@ -397,7 +397,8 @@ def _scan(cfg: BuildConfig) -> _Scan:
     return _Scan(root, chapters, utts, skipped, book_paths, dict(test_chapters))
 
 
-def _id_key(s: str) -> tuple[int, int | str]:
+def id_order(s: str) -> tuple[int, int | str]:
+    """Sort key of book (or other) ids: numeric ids by value, then the others by name."""
     return (0, int(s)) if s.isdigit() else (1, s)
 
 
@@ -535,7 +536,7 @@ def build(cfg: BuildConfig) -> dict:
             audio_rows.append((split, uid, len(rows), f"{_avg_words(r[0].text for r in rows):.2f}"))
         _write_tsv(tmp / AUDIO_DIR / METADATA, AUDIO_METADATA_HEADER, audio_rows)
         lm_rows = []
-        for b in sorted(good_books, key=_id_key):
+        for b in sorted(good_books, key=id_order):
             sents = results[b].sentences
             write_text_atomic(tmp / LM_DIR / f"{b}{LM_SUFFIX}", "".join(s + "\n" for s in sents))
             lm_rows.append((b, len(sents), f"{_avg_words(sents):.2f}"))

@@ -29,6 +29,7 @@ from typing import Any
 from tqdm import tqdm
 
 from userlibri.constants import DEFAULT_CACHE_DIR
+from userlibri.data.userlibri import id_order
 from userlibri.errors import ConfigError, UserLibriError
 from userlibri.fsio import atomic_path, write_json_atomic, write_text_atomic
 from userlibri.lm import evaluate as ev
@@ -79,7 +80,7 @@ def user_books(dataset: Any) -> list[str]:
     books = set(dataset.lm_books())
     for split in dataset.splits():
         books.update(u.book for u in dataset.users(split))
-    return sorted(books, key=lambda s: (0, int(s)) if s.isdigit() else (1, s))
+    return sorted(books, key=id_order)
 
 
 def background_sentences(
@@ -258,20 +259,41 @@ def build_user_lms(
             h["interpolated"]["perplexity"],
             info["weight_user"],
         )
-    summary = {
-        "dataset": str(ds.root),
+    settings = {
         "background": str(background_arpa),
         "config": {**asdict(config), "background_prune": list(config.background_prune)},
-        "books": rows,
     }
+    if books:
+        rows = _keep_other_rows(out_dir / "summary.json", rows, settings)
+    summary = {"dataset": str(ds.root), **settings, "books": rows}
     write_json_atomic(out_dir / "summary.json", summary)
     return summary
+
+
+def _keep_other_rows(path: Path, rows: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
+    """``rows`` (the books just rebuilt) plus the other books' rows of an earlier ``summary.json``
+    in the same directory, when that run used the same background LM and settings and the book's
+    LM is still there (so ``--books B`` after a change to book B's text keeps the others)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return rows
+    if {k: old.get(k) for k in ("background", "config")} != config:
+        return rows
+    done = {r["book_id"] for r in rows}
+    kept = [
+        r
+        for r in old.get("books", [])
+        if r.get("book_id") not in done
+        and (path.parent / str(r.get("book_id")) / f"{MIX_NAME}.json").is_file()
+    ]
+    return sorted(rows + kept, key=lambda r: id_order(r["book_id"]))
 
 
 def _book_dirs(users_dir: Path, books: Sequence[str] | None) -> list[Path]:
     dirs = sorted(
         (p for p in users_dir.iterdir() if p.is_dir() and (p / f"{MIX_NAME}.json").is_file()),
-        key=lambda p: (0, int(p.name)) if p.name.isdigit() else (1, p.name),
+        key=lambda p: id_order(p.name),
     )
     if books:
         have = {p.name for p in dirs}
