@@ -30,9 +30,10 @@
 # LM above fused as the *background* LM into the acoustic model's beam search (word-synchronously,
 # over the tokenizer the LM was trained with): `userlibri bench wer` per LM, non-streaming, float
 # ONNX, LM weight {0.3, 0.5, 0.8, 1.2} and length bonus {0, 0.5, 1.5, 3} tuned on the dev users
-# (bench wer's coordinate search); one table $fed/wer.md of the test-clean average per-user WER vs
+# (bench wer's coordinate search; test-clean only, so `--tune-split auto` tunes on dev, or dev-clean
+# where the build has it); one table $fed/wer.md of the test-clean average per-user WER vs
 # no LM, the public LM and central fine-tuning. Stage wer alone (--stage wer, on work/demo: 8 LMs x
-# 2 dev + 8 test users): ~35 min on one core without a decode cache (~4.3 min per LM); 5 s when
+# 2 dev + 4 test-clean users): ~35 min on one core without a decode cache (~4.3 min per LM); 5 s when
 # rerun unchanged (bench wer's decode cache).
 #
 # The adaptive clip starts at Andrew et al.'s 0.1 but moves with a geometric rate of 0.5, not
@@ -190,7 +191,7 @@ for n in "${names[@]}"; do
   ln -sfn "../../$n" "$view/background"
   t0=$SECONDS
   "${userlibri[@]}" bench wer --dataset "$work/UserLibri" --lm-dir "$work/lm" --neural-dir "$view" \
-    --out "$view/out" --kinds neural --lms background --modes offline --neural-precision float \
+    --out "$view/out" --kinds neural --lms background --modes offline --neural-precision float --splits test-clean \
     --lm-weights 0.3,0.5,0.8,1.2 --length-bonuses 0,0.5,1.5,3 --jobs 1 --quiet --no-plots \
     > /dev/null 2> "$view/bench.log"
   echo "   $n: $(( SECONDS - t0 )) s"
@@ -253,7 +254,7 @@ for n in names:
     rows.append(f"| {label} | {summ['lm_weight']:g} / {summ['length_bonus']:g} | {pct(summ['avg_user_wer'])} "
                 f"[{pct(lo)}, {pct(hi)}] | {vs_none} | {versus(n, 'public')} | {versus(n, 'central')} "
                 f"| {dev_ppl:.0f} | {ppl:.0f} |")
-tune = results[names[0]]["tuning"]
+tune = results[names[0]]["tuning"][results[names[0]]["tune_splits"][split]]
 n_users = len(base_users)
 text = "\n".join(rows) + (
     f"\n\nEach LM fused alone as the background LM (word-synchronous, float ONNX), non-streaming CTC beam "
