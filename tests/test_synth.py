@@ -104,6 +104,13 @@ def test_repo_configs_load_and_validate():
     assert len({b for s in tests for b in s.books}) >= 3
     assert all(s.chapters_per_reader * s.max_utterances_per_chapter >= 20 for s in tests)
     assert len(big.splits["train"].voices) >= 6 and big.splits["train"].perturb
+    # bench wer --tune-split auto: test-clean tuned on dev, test-other on dev-other, whose audio is
+    # like test-other's (same voices, noise and reverberation), on a book no test user reads.
+    dev, dev_other, other = mini.splits["dev"], mini.splits["dev-other"], mini.splits["test-other"]
+    assert (
+        not dev.noise and dev_other.noise and dev_other.reverb and set(dev_other.voices) == set(other.voices)
+    )
+    assert not {b for s in (dev, dev_other) for b in s.books} & {b for s in tests for b in s.books}
     for cfg in (mini, big):
         test_books = {b for s in ("test-clean", "test-other") for b in cfg.splits[s].books}
         assert not test_books & set(cfg.splits["train"].books)
