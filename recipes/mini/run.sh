@@ -3,7 +3,8 @@
 # the UserLibri release layout and its statistics -> per-user n-gram LMs and their held-out
 # perplexity -> per-user WER with the shipped acoustic model (userlibri/models/mini), without an LM
 # and with the background, personal and interpolated n-grams fused by shallow fusion, streaming and
-# not, weights tuned on the dev users. Every stage is re-runnable; --stage N resumes from stage N.
+# not, weights tuned on the dev users (test-clean on dev, test-other on dev-other). Every stage is
+# re-runnable; --stage N resumes from stage N.
 # Neural and DP LMs: recipes/mini/neural.sh, then stage 5 again with --neural-dir (stage 3 rewrites
 # $work/lm/<book>: rerun neural.sh --stage 2 after it for the DP n-grams). CTC beam 30:
 # with the mini acoustic model (~65% WER alone) beam 10 cut the LMs' gains (test-clean, weights
@@ -52,7 +53,7 @@ fi
 if run 5 && ! "$root/.venv/bin/python" -c 'import sys; from userlibri.models import shipped_models; sys.exit(not shipped_models())'; then
   echo "== stage 5: skipped: no acoustic model is shipped in userlibri/models yet (recipes/mini/train_am.sh makes one)"
 elif run 5; then
-  echo "== stage 5: per-user WER with the shipped acoustic model (weights tuned on the dev users)"
+  echo "== stage 5: per-user WER with the shipped acoustic model (weights tuned on dev for test-clean, on dev-other for test-other)"
   kinds=ngram
   lms=background,personal,interpolated
   neural=()
