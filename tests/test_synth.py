@@ -18,8 +18,9 @@ from userlibri.data import librispeech as ls
 from userlibri.data import tts
 from userlibri.data.books import Book, BookCorpus, Chapter
 from userlibri.data.gutenberg import split_chapters, strip_gutenberg
-from userlibri.data.synth import cut_utterances, plan_synth, speakable_text, synthesize_corpus
+from userlibri.data.synth import synthesize_corpus
 from userlibri.data.synth_config import load_synth_config, synth_config_from_dict
+from userlibri.data.synth_plan import cut_utterances, plan_synth, speakable_text
 from userlibri.errors import ConfigError, ExternalToolError, UserLibriError
 from userlibri.text.normalize import normalize_transcript
 
