@@ -8,7 +8,9 @@
 #
 # Stages (measured 2026-12-06 with the phase-5 model and nothing cached, 2 cores; with the phase-6
 # model, stages 0, 1 and 2 run at once as `--stage 0 --stop-stage 0` beside `--stage 1 --stop-stage
-# 2 --jobs 1`: 53, ~7 and 60 min, all done in 71 min; then stage 3 alone, 3 min):
+# 2 --jobs 1`: 53, ~7 and 60 min, all done in 71 min; then stage 3 alone, 3 min. With the phase-7
+# model and the demo's dev-other split, stage 0 96 min beside stage 1's 18; stage 2 alone afterwards
+# ~15 min: a niced stage 2 beside stage 0's two workers gets ~10% of a core):
 #   0 recipes/mini/run.sh --stage 5: per-user WER, n-gram LMs, and with --neural-dir $work/nlm
 #     (when recipes/mini/neural.sh made it) the neural and DP LMs too: the README's first two
 #     tables and the privacy table (77 min beside another bench for 39 of them; n-gram only ~5 min)
