@@ -270,7 +270,9 @@ def build_user_lms(
     return summary
 
 
-def _keep_other_rows(path: Path, rows: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
+def _keep_other_rows(
+    path: Path, rows: list[dict[str, Any]], settings: dict[str, Any]
+) -> list[dict[str, Any]]:
     """``rows`` (the books just rebuilt) plus the other books' rows of an earlier ``summary.json``
     in the same directory, when that run used the same background LM and settings and the book's
     LM is still there (so ``--books B`` after a change to book B's text keeps the others)."""
@@ -278,7 +280,7 @@ def _keep_other_rows(path: Path, rows: list[dict[str, Any]], config: dict[str, A
         old = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return rows
-    if {k: old.get(k) for k in ("background", "config")} != config:
+    if {k: old.get(k) for k in settings} != settings:
         return rows
     done = {r["book_id"] for r in rows}
     kept = [
