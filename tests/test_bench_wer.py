@@ -557,16 +557,24 @@ def test_neural_conditions_end_to_end(tmp_path: Path) -> None:
         model = N.LstmLM(N.default_config(tok, embed_dim=8, hidden_dim=16, num_layers=1, dropout=0.0)).eval()
         export_lm(model, nlm / rel, accounting.no_privacy_report(10, steps=1), int8=False)
     results, output = _bench(
-        tmp_path, root, lm, "--neural-dir", str(nlm), "--neural-precision", "float", "--kinds", "neural",
-        "--modes", "offline", "--lms", "background,personal,interpolated,dp", "--epsilons", "1,8",
+        tmp_path, root, lm, "--neural-dir", str(nlm), "--neural-precision", "float", "--kinds",
+        "ngram,neural", "--modes", "offline", "--lms", "background,personal,interpolated,dp",
+        "--epsilons", "1,8", "--tune-rounds", "ngram=0,neural=1",
     )  # fmt: skip
     names = set(results["splits"]["test-clean"]["summaries"])
-    assert names == {"offline/none"} | {
-        f"offline/neural/{x}" for x in ("background", "personal", "interpolated")
-    } | {
-        "offline/neural/dp-eps1",
-        "offline/neural/dp-eps8",
-    }
+    neural = {f"offline/neural/{x}" for x in ("background", "personal", "interpolated", "dp-eps1", "dp-eps8")}
+    ngram = {f"offline/ngram/{x}" for x in ("background", "personal", "interpolated")}
+    assert names == {"offline/none"} | neural | ngram
+    # --tune-rounds per kind: the n-grams decode the whole 2 x 2 grid on dev, the neural LMs one
+    # round of the coordinate search (2 weights at bonus 0, then the other bonus at the best).
+    tun = results["tuning"]["dev"]
+    assert all(len(tun["grid"][n]) == 4 for n in ngram)
+    assert all(len(tun["grid"][n]) == 3 for n in neural)
+    assert tun["method"] == (
+        "n-gram LMs: full grid of weight x bonus; "
+        "neural LMs: coordinate search, at most 1 round(s) of weight then bonus"
+    )
+    assert results["config"]["tune_rounds"] == "ngram=0,neural=1"
     assert set(results["neural_mix"]) == {"5", "6", "7"}
     assert all(0.0 <= m["weight"] <= 1.0 for m in results["neural_mix"].values())
     assert (tmp_path / "bench" / "wer_vs_epsilon.png").is_file()
@@ -650,6 +658,44 @@ def test_tuning_is_a_coordinate_search_that_revisits_the_weight() -> None:
         + [("offline/none", 0.0, b) for b in (0.0, 1.0)]
     )
     assert record["method"] == "full grid of weight x bonus"
+    decoded.clear()  # rounds per condition: the full grid for one, the coordinate search (3) for the other
+    lm2 = Condition("streaming", "personal", "ngram").name
+    conds.append((lm2, True))
+    record = search({lm2: 0, "offline/ngram/personal": 3})  # type: ignore[arg-type]
+    full = sorted([w, b] for w in (0.3, 0.5, 0.8) for b in (0.0, 1.0))
+    assert sorted(p for n, *p in decoded if n == lm2) == full
+    assert [(w, b) for n, w, b in decoded if n == "offline/ngram/personal"] == lm_points
+    assert record["chosen"][lm2] == record["chosen"]["offline/ngram/personal"]
+    assert record["method"] == (
+        "full grid of weight x bonus (streaming/ngram/personal); coordinate search, at most 2 round(s) "
+        "of weight then bonus (offline/none); coordinate search, at most 3 round(s) of weight then bonus "
+        "(offline/ngram/personal)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [
+        ("0", {"": 0}),
+        (3, {"": 3}),
+        ("ngram=0", {"": 2, "ngram": 0}),
+        (" ngram=0, neural=1 ", {"": 2, "ngram": 0, "neural": 1}),
+        ("-1", None),
+        ("two", None),
+        ("ngram=0,ngram=1", None),
+        ("lstm=1", None),
+        ("ngram=", None),
+        ("", None),
+    ],
+)
+def test_tune_rounds_spec(spec: str | int, want: dict | None) -> None:
+    from userlibri.bench.wer_tune import parse_tune_rounds
+
+    if want is None:
+        with pytest.raises(ConfigError, match="tune_rounds: expected a number >= 0"):
+            parse_tune_rounds(spec, ("ngram", "neural"))
+    else:
+        assert parse_tune_rounds(spec, ("ngram", "neural")) == want
 
 
 def test_model_fingerprint_follows_the_files_the_recognizer_reads(tmp_path: Path) -> None:

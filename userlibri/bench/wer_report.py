@@ -292,9 +292,13 @@ def markdown(results: Mapping[str, Any]) -> str:
         reported = [s for s in splits if tunings[s] is tun]
         lines.append(
             f"Tuning for {', '.join(reported)}: {tun['split']} users ({len(tun['users'])}), LM weights "
-            f"{tun['lm_weights']} at bonus {tun['default_bonus']:g}, then length bonuses "
-            f"{tun['length_bonuses']}"
-            + (f" ({tun['method']})" if tun.get("method") else "")
+            f"{tun['lm_weights']}, length bonuses {tun['length_bonuses']}"
+            + (f", {tun['method']}" if tun.get("method") else "")
+            + (
+                f" (from bonus {tun['default_bonus']:g})"
+                if "coordinate" in tun.get("method", "coordinate")
+                else ""
+            )
             + f"; criterion: {tun['criterion']}."
         )
         if tun.get("at_grid_edge"):

@@ -10,9 +10,11 @@ Steps:
    on ``dev``, built by ``userlibri build`` when the corpus has a dev split): first the LM weight
    over ``lm_weights`` at ``default_bonus``, then the length bonus over ``length_bonuses`` at the
    chosen weight, then (``tune_rounds``, default 2) the weight again at that bonus and the bonus
-   at the new weight, for each condition separately (no LM: the bonus only). The criterion is the
-   average per-user WER; ties go to the earlier grid point. Test users never take part. If a tune
-   split is a test split (no dev users), that split is not reported, and the results say so.
+   at the new weight, for each condition separately (no LM: the bonus only); ``tune_rounds`` 0
+   (for every condition, or per LM kind: ``ngram=0,neural=2``) decodes the full grid instead. The
+   criterion is the average per-user WER; ties go to the earlier grid point. Test users never
+   take part. If a tune split is a test split (no dev users), that split is not reported, and the
+   results say so.
 3. Decode every user of the reported splits in every condition at its tuned weight and bonus.
 4. Score (average per-user WER with a bootstrap CI, pooled WER, paired bootstrap for every pair of
    conditions on one shared resample of users per split) and write ``results.json``,
@@ -37,6 +39,8 @@ from typing import Any
 from userlibri.bench import wer as W
 from userlibri.bench.wer_conditions import (
     DEFAULT_MIX_SENTENCES,
+    KIND_LABELS,
+    KINDS,
     Condition,
     LMLayout,
     LMSpec,
@@ -54,7 +58,16 @@ from userlibri.bench.wer_decode import (
     clear_engines,
     run_tasks,
 )
-from userlibri.bench.wer_tune import AUTO, choose_splits, coordinate_search, parse_tune_spec, tuned_splits
+from userlibri.bench.wer_tune import (
+    AUTO,
+    DEFAULT_TUNE_ROUNDS,
+    choose_splits,
+    coordinate_search,
+    parse_tune_rounds,
+    parse_tune_spec,
+    rounds_text,
+    tuned_splits,
+)
 from userlibri.errors import ConfigError, UserLibriError
 from userlibri.fsio import write_json_atomic, write_text_atomic
 
@@ -86,8 +99,9 @@ class BenchConfig:
     length_bonuses: tuple[float, ...] = DEFAULT_LENGTH_BONUSES
     #: Length bonus while the LM weight is first tuned.
     default_bonus: float = 0.0
-    #: Rounds of the coordinate search (weight, then bonus) on the tune split; see ``_tune``.
-    tune_rounds: int = 2
+    #: Rounds of the coordinate search (weight, then bonus) on the tune split, 0 for the full grid:
+    #: one number, or ``KIND=N,...`` per LM kind (:func:`~userlibri.bench.wer_tune.parse_tune_rounds`).
+    tune_rounds: int | str = DEFAULT_TUNE_ROUNDS
     resamples: int = W.DEFAULT_RESAMPLES
     seed: int = 0
     confidence: float = W.DEFAULT_CONFIDENCE
@@ -116,8 +130,7 @@ class BenchConfig:
                 f"splits {self.splits}: the tune split {self.tune_split!r} cannot be reported "
                 "(weights tuned on its users would flatter it)"
             )
-        if self.tune_rounds < 0:
-            raise ConfigError(f"tune_rounds: expected >= 0 (0: the full grid), found {self.tune_rounds}")
+        parse_tune_rounds(self.tune_rounds, KINDS)
         if self.resamples < 1 or self.jobs < 1 or self.max_users < 0 or self.mix_sentences < 1:
             raise ConfigError("resamples, jobs and mix_sentences must be >= 1 and max_users >= 0")
         if not 0 < self.confidence < 1:
@@ -379,6 +392,12 @@ def _tune(st: _State, split: str) -> dict[str, Any]:
         files = _run(st, split, points, desc)
         return {k: _mean_wer(_score(st, split, paths)[0]) for k, paths in files.items()}
 
+    by_kind = parse_tune_rounds(cfg.tune_rounds, KINDS)
+    rounds = {c.name: by_kind.get(c.kind or "", by_kind[""]) for c in live}
+    kinds = {c.kind: rounds[c.name] for c in live if c.kind}
+    method = None
+    if len(set(kinds.values())) > 1:  # the no-LM conditions tune the bonus alone either way
+        method = "; ".join(f"{KIND_LABELS[k]} LMs: {rounds_text(kinds[k])}" for k in KINDS if k in kinds)
     return coordinate_search(
         split,
         [u.user_id for u in st.data[split].users],
@@ -388,7 +407,8 @@ def _tune(st: _State, split: str) -> dict[str, Any]:
         cfg.lm_weights,
         cfg.length_bonuses,
         cfg.default_bonus,
-        cfg.tune_rounds,
+        rounds,
+        method,
     )
 
 

@@ -12,6 +12,10 @@ Tune-split specs (``--tune-split``):
 The search (:func:`coordinate_search`) runs once per tune split, over the conditions reported on a
 split tuned there; it knows nothing about decoding: it asks an ``evaluate`` callback for the
 average and pooled WER of (condition, weight, bonus) points.
+
+Search rounds (``--tune-rounds``, :func:`parse_tune_rounds`): ``N`` for every condition, or
+``KIND=N`` pairs per LM kind (``ngram=0,neural=2``: the full grid where decoding is cheap, the
+coordinate search where it is not; kinds not named, and no LM, get the default 2).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from userlibri.errors import ConfigError, UserLibriError
 log = logging.getLogger("userlibri.bench.wer_run")
 
 AUTO = "auto"
+#: Rounds of the coordinate search when ``--tune-rounds`` does not say (0: the full grid).
+DEFAULT_TUNE_ROUNDS = 2
 #: Test split -> the dev split ``auto`` tunes it on when the dataset has it.
 MATCHED_DEV = {"test-clean": "dev-clean", "test-other": "dev-other"}
 #: Dev splits ``auto`` falls back on, in order.
@@ -63,6 +69,36 @@ def parse_tune_spec(spec: str) -> str | dict[str, str]:
             "weights tuned on a split's users would flatter it"
         )
     return pairs
+
+
+def parse_tune_rounds(spec: str | int, kinds: Sequence[str]) -> dict[str, int]:
+    """``{kind: rounds, "": rounds for the rest}`` from ``N`` or ``KIND=N,...`` (kinds from
+    ``kinds``; the rest, and the no-LM conditions, get :data:`DEFAULT_TUNE_ROUNDS`)."""
+    if isinstance(spec, int):
+        text, pairs = str(spec), [("", str(spec))]
+    else:
+        text = spec.strip()
+        pairs = [("", text)]
+        if "=" in text:
+            pairs = [(k.strip(), n.strip()) for k, _, n in (p.partition("=") for p in text.split(","))]
+    out = {"": DEFAULT_TUNE_ROUNDS}
+    seen: set[str] = set()
+    for kind, n in pairs:
+        if kind and kind not in kinds or kind in seen or not n.isdigit():
+            raise ConfigError(
+                f"tune_rounds: expected a number >= 0 (0: the full grid) or KIND=N pairs with KIND one of "
+                f"{', '.join(kinds)}, found {text!r}"
+            )
+        seen.add(kind)
+        out[kind] = int(n)
+    return out
+
+
+def rounds_text(rounds: int) -> str:
+    """How ``rounds`` rounds search (the ``method`` of a tuning record)."""
+    if rounds == 0:
+        return "full grid of weight x bonus"
+    return f"coordinate search, at most {rounds} round(s) of weight then bonus"
 
 
 def choose_splits(
@@ -145,7 +181,8 @@ def coordinate_search(
     lm_weights: Sequence[float],
     length_bonuses: Sequence[float],
     default_bonus: float,
-    rounds: int,
+    rounds: int | Mapping[str, int],
+    method: str | None = None,
 ) -> dict[str, Any]:
     """Coordinate search on ``split``'s ``users``; returns the tuning record (grid and choices).
 
@@ -157,18 +194,33 @@ def coordinate_search(
     (a heavier LM shortens hypotheses, a bonus lengthens them), so the weight picked at bonus 0 is
     rarely the best at the bonus picked next. ``rounds`` 0 decodes every (weight, bonus) pair of the
     grids instead (no LM: every bonus), the exhaustive search that the coordinate search
-    approximates at about half the decodes of a 4 x 4 grid. Points already decoded are not decoded
-    again; a
-    condition ``is_dead`` (its decoding failed) drops out. The criterion is the average per-user
-    WER (ties: pooled WER, then the earlier grid point). A choice at the largest value of its grid
-    is logged (the grid may be too narrow) and listed under ``at_grid_edge``."""
+    approximates at about 60% of the decodes of a 4 x 4 grid, and can miss: from bonus 0 it may
+    settle where neither coordinate alone improves, away from the grid's optimum. ``rounds`` is
+    one number for every condition or one per condition name (the rest: :data:`DEFAULT_TUNE_ROUNDS`);
+    ``method`` describes it in the record (default: from the rounds). Points already decoded are
+    not decoded again; a condition ``is_dead`` (its decoding failed) drops out. The criterion is
+    the average per-user WER (ties: pooled WER, then the earlier grid point). A choice at the
+    largest value of its grid is logged (the grid may be too narrow) and listed under
+    ``at_grid_edge``."""
     names = [n for n, _ in conditions]
     has_lm = dict(conditions)
     grid: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     seen: dict[str, dict[tuple[float, float], tuple[float, float]]] = {n: {} for n in names}
     weight = dict.fromkeys(names, 0.0)
     bonus = dict.fromkeys(names, default_bonus)
-    open_ = set(names)  # conditions still being tuned
+    per = (
+        dict.fromkeys(names, rounds)
+        if isinstance(rounds, int)
+        else {n: rounds.get(n, DEFAULT_TUNE_ROUNDS) for n in names}
+    )
+    if method is None:
+        groups: dict[int, list[str]] = {}
+        for n in names:
+            groups.setdefault(per[n], []).append(n)
+        method = "; ".join(
+            rounds_text(r) + ("" if len(groups) == 1 else f" ({', '.join(sorted(g))})")
+            for r, g in sorted(groups.items())
+        )
 
     def run(points: dict[str, list[tuple[float, float]]], desc: str) -> None:
         todo = {n: [p for p in pts if p not in seen[n]] for n, pts in points.items() if not is_dead(n)}
@@ -187,16 +239,21 @@ def coordinate_search(
     def best(name: str, pts: list[tuple[float, float]]) -> tuple[float, float]:
         return min((*seen[name][p], i, p) for i, p in enumerate(pts))[3]
 
-    if rounds == 0:
-        pts = {
-            n: [(w, b) for w in (lm_weights if has_lm[n] else (0.0,)) for b in length_bonuses]
-            for n in sorted(names)
-        }
+    pts = {
+        n: [(w, b) for w in (lm_weights if has_lm[n] else (0.0,)) for b in length_bonuses]
+        for n in sorted(names)
+        if per[n] == 0
+    }
+    if pts:
         run(pts, f"tune weight x bonus ({split}, full grid)")
         for name, p in pts.items():
             if not is_dead(name):
                 weight[name], bonus[name] = best(name, p)
-    for r in range(1, rounds + 1):
+    open_ = {n for n in names if per[n] > 0}  # conditions still in the coordinate search
+    for r in range(1, max((per[n] for n in open_), default=0) + 1):
+        open_ = {n for n in open_ if per[n] >= r}
+        if not open_:
+            break
         at_bonus = dict(bonus)
         pts = {n: [(w, bonus[n]) for w in lm_weights] for n in sorted(open_) if has_lm[n]}
         run(pts, f"tune weight ({split}, round {r})")
@@ -235,11 +292,7 @@ def coordinate_search(
         "split": split,
         "users": list(users),
         "criterion": "average per-user WER (ties: pooled WER, then the earlier grid point)",
-        "method": (
-            f"coordinate search, at most {rounds} round(s) of weight then bonus"
-            if rounds
-            else "full grid of weight x bonus"
-        ),
+        "method": method,
         "lm_weights": list(lm_weights),
         "length_bonuses": list(length_bonuses),
         "default_bonus": default_bonus,

@@ -82,11 +82,11 @@ def _seed(ctx: click.Context, seed: int | None) -> int:
 )
 @click.option(
     "--tune-rounds",
-    type=click.IntRange(min=0),
-    default=2,
+    default="2",
     show_default=True,
     help="Rounds of weight-then-bonus search on the tune split (1: weight at --default-bonus, then bonus; "
-    "0: every weight x bonus pair of the grids).",
+    "0: every weight x bonus pair of the grids), for every condition or per LM kind: ngram=0,neural=2 "
+    "(the full grid for the n-grams, cheap to decode; kinds not named: 2).",
 )
 @click.option("--beam", type=int, default=DEFAULT_BEAM, show_default=True)
 @click.option("--decoder", type=click.Choice(["ctc", "transducer"]), default="ctc", show_default=True)
@@ -129,7 +129,7 @@ def wer(
     lm_weights: str,
     length_bonuses: str,
     default_bonus: float,
-    tune_rounds: int,
+    tune_rounds: str,
     beam: int,
     decoder: str,
     precision: str | None,
@@ -169,7 +169,7 @@ def wer(
         lm_weights=_floats(lm_weights, "--lm-weights"),
         length_bonuses=_floats(length_bonuses, "--length-bonuses"),
         default_bonus=default_bonus,
-        tune_rounds=tune_rounds,
+        tune_rounds=int(tune_rounds) if tune_rounds.strip().isdigit() else tune_rounds,
         resamples=resamples,
         seed=_seed(ctx, seed),
         confidence=confidence,
