@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from userlibri.asr.config import AMConfig, ExperimentConfig, TrainConfig, config_from_dict, load_config
 from userlibri.asr.data import FeatureSet, Item, load_utterances, make_batches, spec_augment
 from userlibri.asr.model import AcousticModel, count_parameters, ctc_greedy
-from userlibri.asr.ship import logged_seconds
+from userlibri.asr.ship import logged_seconds, read_log
 from userlibri.asr.train import (
     AVG_FILE,
     LOG_FILE,
@@ -143,7 +143,7 @@ def test_resume_is_exact(corpus: Path, tmp_path: Path) -> None:
     # The run continues to the end: dev WER logged per epoch, averaged model written.
     done = train(cfg, corpus, tmp_path / "part", resume=True, features_dir=feats, progress=False)
     assert done.finished and done.epoch == 3
-    records = [json.loads(line) for line in (tmp_path / "part" / LOG_FILE).read_text().splitlines()]
+    records = read_log(tmp_path / "part")
     dev = [r for r in records if r["event"] == "dev"]
     assert [r["epoch"] for r in dev] == [1, 2, 3]
     steps = [r["step"] for r in records if r["event"] == "train"]
@@ -436,14 +436,14 @@ def test_resume_may_change_loss_weights_only(corpus: Path, tmp_path: Path) -> No
     ctc_only = replace(cfg, model=replace(cfg.model, ctc_weight=1.0, transducer_weight=0.0))
     first = train(ctc_only, corpus, tmp_path / "exp", max_steps=2, features_dir=feats, progress=False)
     assert first.step == 2
-    records = [json.loads(line) for line in (tmp_path / "exp" / LOG_FILE).read_text().splitlines()]
+    records = read_log(tmp_path / "exp")
     assert all(r["transducer"] == 0.0 for r in records if r["event"] == "train")
     wider = replace(cfg, model=replace(cfg.model, d_model=48))
     with pytest.raises(UserLibriError, match=r"d_model: 32 \(checkpoint\) vs 48 \(now\)"):
         train(wider, corpus, tmp_path / "exp", resume=True, max_steps=3, features_dir=feats, progress=False)
     joint = train(cfg, corpus, tmp_path / "exp", resume=True, max_steps=4, features_dir=feats, progress=False)
     assert joint.step == 4
-    records = [json.loads(line) for line in (tmp_path / "exp" / LOG_FILE).read_text().splitlines()]
+    records = read_log(tmp_path / "exp")
     assert [r["transducer"] > 0 for r in records if r["event"] == "train"] == [False, False, True, True]
 
 
@@ -451,7 +451,7 @@ def test_ctc_only_steps(corpus: Path, tmp_path: Path) -> None:
     """``ctc_only_steps``: the first steps train the CTC head alone (no transducer loss)."""
     cfg = _exp_config(ctc_only_steps=2)
     train(cfg, corpus, tmp_path / "exp", max_steps=4, features_dir=tmp_path / "feats", progress=False)
-    records = [json.loads(line) for line in (tmp_path / "exp" / LOG_FILE).read_text().splitlines()]
+    records = read_log(tmp_path / "exp")
     train_records = [r for r in records if r["event"] == "train"]
     assert [r["transducer"] > 0 for r in train_records] == [False, False, True, True]
     assert all(r["ctc"] > 0 for r in train_records)
