@@ -59,7 +59,7 @@ if run 1; then
   echo "== stage 1: per-user WER with the transducer head (modified beam search, beam 10) into $work/bench-transducer"
   timed $userlibri bench wer --dataset "$work/UserLibri" --lm-dir "$work/lm" --out "$work/bench-transducer" \
     --kinds ngram --lms background,personal,interpolated --decoder transducer --beam 10 \
-    --lm-weights 0.3,0.5,0.8,1.2 --length-bonuses 0,0.5,1.5,3 --jobs 1 --quiet --no-plots
+    --lm-weights 0.3,0.5,0.8,1.2 --length-bonuses 0,0.5,1.5,3 --tune-rounds 0 --jobs 1 --quiet --no-plots
   cat "$work/bench-transducer/results.md"
 fi
 if run 2; then
