@@ -10,7 +10,10 @@
 # model, stages 0, 1 and 2 run at once as `--stage 0 --stop-stage 0` beside `--stage 1 --stop-stage
 # 2 --jobs 1`: 53, ~7 and 60 min, all done in 71 min; then stage 3 alone, 3 min. With the phase-7
 # model and the demo's dev-other split, stage 0 96 min beside stage 1's 18; stage 2 alone afterwards
-# ~15 min: a niced stage 2 beside stage 0's two workers gets ~10% of a core):
+# ~15 min: a niced stage 2 beside stage 0's two workers gets ~10% of a core. Tuning the n-grams on
+# the full 4 x 4 grid instead of the coordinate search, with the coordinate search's points cached:
+# stage 0 ~7 min for the new n-gram points (one job), stage 1 5.5 min; nothing cached, expect
+# stage 0 ~10 min and stage 1 ~10 min longer than the times above):
 #   0 recipes/mini/run.sh --stage 5: per-user WER, n-gram LMs, and with --neural-dir $work/nlm
 #     (when recipes/mini/neural.sh made it) the neural and DP LMs too: the README's first two
 #     tables and the privacy table (77 min beside another bench for 39 of them; n-gram only ~5 min)
