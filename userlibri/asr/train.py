@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from userlibri.asr.am_tokenizer import TOKENIZER_DIR, prepare_tokenizer  # noqa: F401 (re-exported)
 from userlibri.asr.checkpoint import (  # noqa: F401 (re-exported: the public API of asr.train)
     CKPT_DIR,
     average_checkpoints,
@@ -49,7 +49,6 @@ from userlibri.asr.config import ExperimentConfig, TrainConfig
 from userlibri.asr.data import (
     FeatureSet,
     Item,
-    SourceUtt,
     added_corpora,
     build_feature_cache,
     cached_copies,
@@ -80,14 +79,13 @@ from userlibri.asr.run_control import (  # noqa: F401 (LOG_FILE re-exported)
 from userlibri.asr.ship import DATA_FILE, logged_seconds, with_base  # ship must not import torch
 from userlibri.errors import UserLibriError
 from userlibri.features import FeatureStats
-from userlibri.fsio import atomic_path, exclusive_dir, write_json_atomic
-from userlibri.text.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
+from userlibri.fsio import exclusive_dir, write_json_atomic
+from userlibri.text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 STATS_FILE = "feature_stats.json"
 AVG_FILE = "model-avg.pt"
-TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass(frozen=True)
@@ -102,58 +100,6 @@ class TrainResult:
     model_path: Path | None
     num_parameters: int
     seconds: float
-
-
-# ----------------------------------------------------------------------------- tokenizer
-
-
-def _book_sentences(data: Path, split: str, limit: int) -> list[str]:
-    """Normalised sentences of the books read in ``split`` (LibriSpeech layout), at most ``limit``."""
-    from userlibri.data.librispeech import find_book_text, read_book_text, read_chapters
-    from userlibri.text.normalize import normalize_transcript
-    from userlibri.text.sentences import split_sentences
-
-    chapters_file = data / "CHAPTERS.TXT"
-    if limit <= 0 or not chapters_file.is_file():
-        return []
-    books = sorted({c.book_id for c in read_chapters(chapters_file).values() if c.subset == split})
-    out: list[str] = []
-    for book in books:
-        path = find_book_text(data, book)
-        if path is None:
-            continue
-        for sent in split_sentences(read_book_text(path)):
-            norm = normalize_transcript(sent)
-            if norm:
-                out.append(norm)
-                if len(out) >= limit:
-                    return out
-    return out
-
-
-def prepare_tokenizer(
-    out: Path,
-    config: ExperimentConfig,
-    train_utts: Sequence[SourceUtt],
-    data: Path,
-    split: str,
-    tokenizer: Path | None,
-) -> Tokenizer:
-    """The experiment's tokenizer: ``out/tokenizer`` if present, else a copy of ``tokenizer``, else
-    one trained on the training transcripts plus sentences of the training books."""
-    tok_dir = out / TOKENIZER_DIR
-    if (tok_dir / MODEL_FILE).is_file():
-        return Tokenizer.load(tok_dir)
-    if tokenizer is not None:
-        src = Tokenizer.load(tokenizer)
-        with atomic_path(tok_dir) as tmp:
-            tmp.mkdir(parents=True)
-            shutil.copy2(src.path, tmp / MODEL_FILE)
-            Tokenizer(tmp / MODEL_FILE).write_tokens_txt(tmp / "tokens.txt")
-        return Tokenizer.load(tok_dir)
-    text = [u.text for u in train_utts] + _book_sentences(data, split, config.train.tokenizer_book_sentences)
-    log.info("training a tokenizer on %d sentences", len(text))
-    return train_tokenizer(text, tok_dir, config.tokenizer)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -182,9 +128,6 @@ def _set_dropout(model: torch.nn.Module, p: float) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = p
-
-
-# ----------------------------------------------------------------------------- checkpoints
 
 
 # ----------------------------------------------------------------------------- evaluation
