@@ -418,6 +418,17 @@ def _bench(tmp_path: Path, root: Path, lm: Path, *extra: str) -> tuple[dict, str
     return json.loads((out / "results.json").read_text()), res.output
 
 
+def test_cli_tune_rounds_per_kind_with_one_kind(tmp_path: Path) -> None:
+    """``--tune-rounds ngram=0`` with only n-gram LMs: every (weight, bonus) pair of the n-gram
+    conditions on dev, and the method is the full grid's alone (no LM tunes the bonus either way)."""
+    root, lm = make_layout(tmp_path)
+    results, output = _bench(tmp_path, root, lm, "--modes", "offline", "--tune-rounds", "ngram=0")
+    tun = results["tuning"]["dev"]
+    assert tun["method"] == "full grid of weight x bonus"
+    assert {len(tun["grid"][n]) for n in tun["grid"]} == {2, 4}  # no LM: the 2 bonuses
+    assert "full grid of weight x bonus;" in output and "from bonus" not in output
+
+
 def test_cli_end_to_end_tunes_on_dev_only_and_resumes(tmp_path: Path) -> None:
     root, lm = make_layout(tmp_path)
     results, output = _bench(tmp_path, root, lm)

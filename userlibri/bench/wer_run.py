@@ -394,9 +394,12 @@ def _tune(st: _State, split: str) -> dict[str, Any]:
 
     by_kind = parse_tune_rounds(cfg.tune_rounds, KINDS)
     rounds = {c.name: by_kind.get(c.kind or "", by_kind[""]) for c in live}
+    # The no-LM conditions tune the bonus alone, the same with any rounds: the LM kinds say it.
     kinds = {c.kind: rounds[c.name] for c in live if c.kind}
-    method = None
-    if len(set(kinds.values())) > 1:  # the no-LM conditions tune the bonus alone either way
+    values = set(kinds.values()) or {by_kind[""]}
+    if len(values) == 1:
+        method = rounds_text(values.pop())
+    else:
         method = "; ".join(f"{KIND_LABELS[k]} LMs: {rounds_text(kinds[k])}" for k in KINDS if k in kinds)
     return coordinate_search(
         split,
