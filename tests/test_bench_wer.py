@@ -696,6 +696,7 @@ def test_tuning_is_a_coordinate_search_that_revisits_the_weight() -> None:
         ("ngram=0,ngram=1", None),
         ("lstm=1", None),
         ("ngram=", None),
+        ("ngram=0,=1", None),
         ("", None),
     ],
 )

@@ -84,7 +84,7 @@ def parse_tune_rounds(spec: str | int, kinds: Sequence[str]) -> dict[str, int]:
     out = {"": DEFAULT_TUNE_ROUNDS}
     seen: set[str] = set()
     for kind, n in pairs:
-        if kind and kind not in kinds or kind in seen or not n.isdigit():
+        if (kind not in kinds if "=" in text else kind) or kind in seen or not n.isdigit():
             raise ConfigError(
                 f"tune_rounds: expected a number >= 0 (0: the full grid) or KIND=N pairs with KIND one of "
                 f"{', '.join(kinds)}, found {text!r}"
