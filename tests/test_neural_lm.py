@@ -276,6 +276,7 @@ def test_cli_train_and_personalize_write_lm_dirs(tok, tmp_path) -> None:
         "lm.int8.onnx",
         "privacy.json",
         "train.json",
+        "tokenizer.model",  # the LM's own tokenizer, for word-synchronous fusion under another AM's
     }
     report = accounting.PrivacyReport.load(out / "privacy.json")
     assert report.mechanism == "dp-sgd" and report.steps == 5 and report.dataset_size == 100
