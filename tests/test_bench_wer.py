@@ -12,17 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
+from bench_wer_helpers import ARPA, DATA, MODEL, bench_cli, make_layout
 from click.testing import CliRunner
 
 from userlibri.bench import wer as W
 from userlibri.bench.wer_conditions import Condition, LMLayout, MissingLM, condition_matrix, spec_for
 from userlibri.errors import ConfigError, DataFormatError, UserLibriError
-
-DATA = Path(__file__).parent / "data"
-MODEL = DATA / "am_tiny"
-ARPA = DATA / "recognizer" / "words.arpa"
-WORDS = ("ABBA", "CAB", "BAD", "DEAF", "FADE", "BEAD", "FACE", "CAFE", "DAB", "GAG", "EGG")
 
 
 def _refs(spec: dict[str, list[tuple[str, str]]]) -> list[W.Reference]:
@@ -219,44 +214,6 @@ def test_score_named_files_and_cli(tmp_path: Path) -> None:
     assert isinstance(bad.exception, W.HypothesisMismatchError) and "short.txt" in str(bad.exception)
 
 
-# ---------------------------------------------------------------- a tiny UserLibri layout
-
-#: split -> [(speaker, book)]; two utterances each.
-TINY_USERS = {
-    "dev": [("11", "7")],
-    "test-clean": [("21", "5"), ("22", "6")],
-    "test-other": [("31", "5"), ("32", "6")],
-}
-
-
-def make_layout(tmp: Path, utts_per_user: int = 2) -> tuple[Path, Path]:
-    """(dataset root, n-gram LM dir) of a tiny UserLibri layout: noise audio (the random model emits
-    tokens on it), transcripts of the tiny model's words, and `lm users`-shaped LM directories."""
-    from userlibri.data import librispeech as ls
-
-    rng = np.random.default_rng(0)
-    root = tmp / "UserLibri"
-    for split, users in TINY_USERS.items():
-        for spk, book in users:
-            udir = root / "audio_data" / split / f"speaker-{spk}-book-{book}"
-            trans = {}
-            for i in range(utts_per_user):
-                uid = f"{spk}-100-{i:04d}"
-                trans[uid] = " ".join(rng.choice(WORDS, size=3))
-                audio = (rng.standard_normal(int(16000 * (0.6 + 0.3 * i))) * 0.1).astype(np.float32)
-                udir.mkdir(parents=True, exist_ok=True)
-                sf.write(udir / f"{uid}.flac", audio, 16000)
-            ls.write_transcripts(udir / f"{spk}-100.trans.txt", trans)
-    lm = tmp / "lm"
-    (lm / "background").mkdir(parents=True)
-    shutil.copy(ARPA, lm / "background" / "ngram.arpa")
-    for book in ("5", "6", "7"):
-        (lm / book).mkdir()
-        shutil.copy(ARPA, lm / book / "ngram.arpa")
-        shutil.copy(ARPA, lm / book / "mix.arpa")
-    return root, lm
-
-
 # ---------------------------------------------------------------- dev users in the build
 
 CH4 = [
@@ -406,32 +363,9 @@ def test_replayed_search_equals_the_recognizer_with_the_lm(tmp_path: Path, mode:
 # ---------------------------------------------------------------- end to end on the tiny model
 
 
-def _bench(tmp_path: Path, root: Path, lm: Path, *extra: str) -> tuple[dict, str]:
-    from userlibri.cli.bench_wer import wer
-
-    out = tmp_path / "bench"
-    args = ["--dataset", str(root), "--model", str(MODEL), "--out", str(out), "--lm-dir", str(lm)]
-    args += ["--kinds", "ngram", "--lm-weights", "0.2,0.8", "--length-bonuses", "0,1", "--beam", "4"]
-    args += ["--resamples", "500", "--quiet", *extra]
-    res = CliRunner().invoke(wer, args, catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    return json.loads((out / "results.json").read_text()), res.output
-
-
-def test_cli_tune_rounds_per_kind_with_one_kind(tmp_path: Path) -> None:
-    """``--tune-rounds ngram=0`` with only n-gram LMs: every (weight, bonus) pair of the n-gram
-    conditions on dev, and the method is the full grid's alone (no LM tunes the bonus either way)."""
-    root, lm = make_layout(tmp_path)
-    results, output = _bench(tmp_path, root, lm, "--modes", "offline", "--tune-rounds", "ngram=0")
-    tun = results["tuning"]["dev"]
-    assert tun["method"] == "full grid of weight x bonus"
-    assert {len(tun["grid"][n]) for n in tun["grid"]} == {2, 4}  # no LM: the 2 bonuses
-    assert "full grid of weight x bonus;" in output and "from bonus" not in output
-
-
 def test_cli_end_to_end_tunes_on_dev_only_and_resumes(tmp_path: Path) -> None:
     root, lm = make_layout(tmp_path)
-    results, output = _bench(tmp_path, root, lm)
+    results, output = bench_cli(tmp_path, root, lm)
     out = tmp_path / "bench"
     splits = results["splits"]
     assert list(splits) == ["test-clean", "test-other"] and list(results["tuning"]) == ["dev"]
@@ -479,7 +413,7 @@ def test_cli_end_to_end_tunes_on_dev_only_and_resumes(tmp_path: Path) -> None:
     assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
     # A rerun decodes nothing (every hypothesis is cached) and reports the same numbers.
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.jsonl")}
-    again_results, _ = _bench(tmp_path, root, lm)
+    again_results, _ = bench_cli(tmp_path, root, lm)
     assert {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.jsonl")} == stamps
     assert again_results["splits"] == results["splits"]
     # A rebuilt dataset (a dev user with one utterance fewer) is decoded afresh, not refused.
@@ -487,7 +421,7 @@ def test_cli_end_to_end_tunes_on_dev_only_and_resumes(tmp_path: Path) -> None:
     trans = user_dir / "11-100.trans.txt"
     trans.write_text(trans.read_text().splitlines(keepends=True)[0])
     (user_dir / "11-100-0001.flac").unlink()
-    _bench(tmp_path, root, lm)
+    bench_cli(tmp_path, root, lm)
     fresh = {p for p in (out / "cache" / "dev").rglob("*.jsonl") if p not in stamps}
     assert fresh, "the dev users were decoded again"
 
@@ -499,29 +433,11 @@ def _dataset_refs(root: Path, split: str) -> list[dict]:
     return [{"id": u.id, "user": u.user, "text": u.text} for us in ds.users(split) for u in ds.utterances(us)]
 
 
-def test_without_dev_users_tuning_on_a_test_split_is_said(tmp_path: Path) -> None:
-    root, lm = make_layout(tmp_path)
-    shutil.rmtree(root / "audio_data" / "dev")
-    with pytest.raises(UserLibriError, match="no dev split to tune test-clean on.*--tune-split"):
-        _bench(tmp_path, root, lm, "--modes", "offline")
-    with pytest.raises(UserLibriError, match="no 'dev' split to tune on.*--tune-split"):
-        _bench(tmp_path, root, lm, "--modes", "offline", "--tune-split", "dev")
-    results, output = _bench(
-        tmp_path, root, lm, "--modes", "offline", "--lms", "interpolated", "--tune-split", "test-other"
-    )
-    assert (
-        list(results["splits"]) == ["test-clean"] and results["tuning"]["test-other"]["split"] == "test-other"
-    )
-    assert "test-other is not reported" in results["notes"][0] and "test-other is not reported" in output
-    with pytest.raises(ConfigError, match="cannot be reported"):
-        _bench(tmp_path, root, lm, "--tune-split", "test-other", "--splits", "test-other")
-
-
 def test_an_lm_that_fails_to_load_skips_its_condition(tmp_path: Path) -> None:
     root, lm = make_layout(tmp_path)
     for book in ("5", "6", "7"):
         shutil.copy(DATA / "recognizer" / "lower.arpa", lm / book / "ngram.arpa")  # model cannot spell it
-    results, _ = _bench(tmp_path, root, lm, "--modes", "offline", "--lms", "background,personal")
+    results, _ = bench_cli(tmp_path, root, lm, "--modes", "offline", "--lms", "background,personal")
     skipped = {s["condition"]: s["reason"] for s in results["skipped"]}
     assert "vocabulary mismatch" in skipped["offline/ngram/personal"]
     assert set(results["splits"]["test-clean"]["summaries"]) == {"offline/none", "offline/ngram/background"}
@@ -567,7 +483,7 @@ def test_neural_conditions_end_to_end(tmp_path: Path) -> None:
         torch.manual_seed(i)
         model = N.LstmLM(N.default_config(tok, embed_dim=8, hidden_dim=16, num_layers=1, dropout=0.0)).eval()
         export_lm(model, nlm / rel, accounting.no_privacy_report(10, steps=1), int8=False)
-    results, output = _bench(
+    results, output = bench_cli(
         tmp_path, root, lm, "--neural-dir", str(nlm), "--neural-precision", "float", "--kinds",
         "ngram,neural", "--modes", "offline", "--lms", "background,personal,interpolated,dp",
         "--epsilons", "1,8", "--tune-rounds", "ngram=0,neural=1",
@@ -621,95 +537,6 @@ def test_model_precision_defaults_to_the_files_the_model_has(tmp_path: Path) -> 
     assert json.loads((tmp_path / "b" / "results.json").read_text())["config"]["precision"] == "int8"
 
 
-def test_tuning_is_a_coordinate_search_that_revisits_the_weight() -> None:
-    """Weight and bonus trade off: the weight picked at bonus 0 (0.3) is not the best at the bonus
-    picked next (1.0), so round 2 moves it (to 0.8) and keeps the bonus; the no-LM condition only
-    tunes its bonus (0 is best without an LM here). Points already decoded are not decoded again;
-    the largest grid value is flagged."""
-    from userlibri.bench.wer_tune import coordinate_search
-
-    def dev_wer(w: float, b: float) -> float:  # best at w = 0.3 + 0.5 b, and better with a bonus
-        return 0.4 + 0.5 * (w - 0.3 - 0.5 * b) ** 2 - 0.2 * b
-
-    decoded: list[tuple[str, float, float]] = []
-
-    def evaluate(points, desc):  # noqa: ANN001, ANN202
-        out = {}
-        for name, pts in points.items():
-            for w, b in pts:
-                decoded.append((name, w, b))
-                out[(name, w, b)] = (dev_wer(w, b), dev_wer(w, b))
-        return out
-
-    lm_cond, none_cond = Condition("offline", "personal", "ngram"), Condition("offline")
-    conds = [(none_cond.name, none_cond.has_lm), (lm_cond.name, lm_cond.has_lm)]
-
-    def search(rounds: int) -> dict:
-        return coordinate_search(
-            "dev", ["u1"], conds, evaluate, lambda n: False, (0.3, 0.5, 0.8), (0.0, 1.0), 0.0, rounds
-        )
-
-    record = search(3)
-    assert record["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.8, "length_bonus": 1.0}
-    assert record["chosen"]["offline/none"] == {"lm_weight": 0.0, "length_bonus": 0.0}
-    lm_points = [(w, b) for n, w, b in decoded if n == "offline/ngram/personal"]
-    # Round 1: weights at bonus 0, bonuses at 0.3; round 2: weights at bonus 1 (0.3 already done),
-    # bonuses at 0.8 (both decoded already); round 3 is not needed (the bonus stayed 1.0).
-    assert lm_points == [(0.3, 0.0), (0.5, 0.0), (0.8, 0.0), (0.3, 1.0), (0.5, 1.0), (0.8, 1.0)]
-    assert len(set(lm_points)) == len(lm_points)  # nothing decoded twice
-    assert record["at_grid_edge"] == {"offline/ngram/personal": ["lm_weight", "length_bonus"]}
-    decoded.clear()  # one round: the old procedure, the weight stays where bonus 0 put it
-    assert search(1)["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.3, "length_bonus": 1.0}
-    decoded.clear()  # rounds 0: the full grid, every pair once, and its optimum
-    record = search(0)
-    assert record["chosen"]["offline/ngram/personal"] == {"lm_weight": 0.8, "length_bonus": 1.0}
-    assert record["chosen"]["offline/none"] == {"lm_weight": 0.0, "length_bonus": 0.0}
-    assert sorted(decoded) == sorted(
-        [("offline/ngram/personal", w, b) for w in (0.3, 0.5, 0.8) for b in (0.0, 1.0)]
-        + [("offline/none", 0.0, b) for b in (0.0, 1.0)]
-    )
-    assert record["method"] == "full grid of weight x bonus"
-    decoded.clear()  # rounds per condition: the full grid for one, the coordinate search (3) for the other
-    lm2 = Condition("streaming", "personal", "ngram").name
-    conds.append((lm2, True))
-    record = search({lm2: 0, "offline/ngram/personal": 3})  # type: ignore[arg-type]
-    full = sorted([w, b] for w in (0.3, 0.5, 0.8) for b in (0.0, 1.0))
-    assert sorted(p for n, *p in decoded if n == lm2) == full
-    assert [(w, b) for n, w, b in decoded if n == "offline/ngram/personal"] == lm_points
-    assert record["chosen"][lm2] == record["chosen"]["offline/ngram/personal"]
-    assert record["method"] == (
-        "full grid of weight x bonus (streaming/ngram/personal); coordinate search, at most 2 round(s) "
-        "of weight then bonus (offline/none); coordinate search, at most 3 round(s) of weight then bonus "
-        "(offline/ngram/personal)"
-    )
-
-
-@pytest.mark.parametrize(
-    ("spec", "want"),
-    [
-        ("0", {"": 0}),
-        (3, {"": 3}),
-        ("ngram=0", {"": 2, "ngram": 0}),
-        (" ngram=0, neural=1 ", {"": 2, "ngram": 0, "neural": 1}),
-        ("-1", None),
-        ("two", None),
-        ("ngram=0,ngram=1", None),
-        ("lstm=1", None),
-        ("ngram=", None),
-        ("ngram=0,=1", None),
-        ("", None),
-    ],
-)
-def test_tune_rounds_spec(spec: str | int, want: dict | None) -> None:
-    from userlibri.bench.wer_tune import parse_tune_rounds
-
-    if want is None:
-        with pytest.raises(ConfigError, match="tune_rounds: expected a number >= 0"):
-            parse_tune_rounds(spec, ("ngram", "neural"))
-    else:
-        assert parse_tune_rounds(spec, ("ngram", "neural")) == want
-
-
 def test_model_fingerprint_follows_the_files_the_recognizer_reads(tmp_path: Path) -> None:
     import os
 
@@ -730,84 +557,3 @@ def test_model_fingerprint_follows_the_files_the_recognizer_reads(tmp_path: Path
     tokens = model / "tokens.txt"
     tokens.write_text(tokens.read_text() + "\n")
     assert DecodeSettings(model).model_fingerprint() != key
-
-
-def test_tune_splits_match_each_test_split_to_its_dev_split() -> None:
-    from userlibri.bench.wer_tune import choose_splits, parse_tune_spec
-
-    libri = ["test-clean", "test-other", "dev-clean", "dev-other"]
-    reported, tune_for, notes = choose_splits("ds", "auto", None, libri)
-    assert reported == ["test-clean", "test-other"]
-    assert tune_for == {"test-clean": "dev-clean", "test-other": "dev-other"}
-    assert "test-clean on the dev-clean users; test-other on the dev-other users" in notes[0]
-    # Only one dev split (the mini corpus's dev): both test splits are tuned on it.
-    assert choose_splits("ds", "auto", None, ["test-clean", "test-other", "dev"])[1] == {
-        "test-clean": "dev",
-        "test-other": "dev",
-    }
-    assert (
-        choose_splits("ds", "auto", None, ["test-clean", "test-other", "dev-clean"])[1]["test-other"]
-        == "dev-clean"
-    )
-    assert choose_splits("ds", "dev-clean", None, libri)[1] == {
-        "test-clean": "dev-clean",
-        "test-other": "dev-clean",
-    }
-    pairs = "test-other=dev-clean,test-clean=dev-other"
-    assert choose_splits("ds", pairs, None, libri)[:2] == (
-        ["test-other", "test-clean"],
-        {"test-other": "dev-clean", "test-clean": "dev-other"},
-    )
-    assert choose_splits("ds", pairs, ["test-clean"], libri)[1] == {"test-clean": "dev-other"}
-    # A test split as the tune split is left out of the report, and the notes say so.
-    reported, tune_for, notes = choose_splits("ds", "test-other", None, libri)
-    assert reported == ["test-clean"] and "test-other is not reported" in notes[0]
-    for bad in ("", "a,b", "x=", "a=b,a=c", "a=a", "test-clean=test-other,test-other=dev"):
-        with pytest.raises(ConfigError, match="tune_split"):
-            parse_tune_spec(bad)
-    with pytest.raises(UserLibriError, match=r"ds: no split\(s\) \['dev-x'\] to tune on"):
-        choose_splits("ds", "test-clean=dev-x", None, libri)
-    with pytest.raises(ConfigError, match=r"splits \['test-other'\]: not in --tune-split"):
-        choose_splits("ds", "test-clean=dev-clean", ["test-other"], libri)
-    with pytest.raises(UserLibriError, match="no dev split to tune test-clean on"):
-        choose_splits("ds", "auto", None, ["test-clean", "test-other"])
-    for spec in ("dev-clean", "auto"):
-        with pytest.raises(ConfigError, match=r"\['dev-clean'\]: tuned on, so they cannot be reported"):
-            choose_splits("ds", spec, ["test-clean", "dev-clean"], libri)
-
-
-def test_cli_tunes_each_test_split_on_its_own_dev_users(tmp_path: Path) -> None:
-    root, lm = make_layout(tmp_path)
-    dev = root / "audio_data" / "dev"
-    shutil.copytree(dev, root / "audio_data" / "dev-other")
-    dev.rename(root / "audio_data" / "dev-clean")
-    results, output = _bench(tmp_path, root, lm, "--modes", "offline", "--lms", "personal")
-    assert results["tune_splits"] == {"test-clean": "dev-clean", "test-other": "dev-other"}
-    assert list(results["tuning"]) == ["dev-clean", "dev-other"]
-    for split, tune in results["tune_splits"].items():
-        chosen = results["tuning"][tune]["chosen"]
-        for name, s in results["splits"][split]["summaries"].items():
-            assert (s["lm_weight"], s["length_bonus"]) == (
-                chosen[name]["lm_weight"],
-                chosen[name]["length_bonus"],
-            )
-    md = (tmp_path / "bench" / "results.md").read_text()
-    assert md.count("LM weight / bonus") == 2  # one column per split: each has its own tuning
-    assert (
-        "Tuning for test-clean: dev-clean users (1)" in md
-        and "Tuning for test-other: dev-other users (1)" in md
-    )
-    pngs = sorted(p.name for p in (tmp_path / "bench").glob("wer_vs_lm_weight*.png"))
-    assert pngs == ["wer_vs_lm_weight_dev-clean.png", "wer_vs_lm_weight_dev-other.png"]
-    # An LM missing for the dev-other users: that condition cannot be tuned for test-other only.
-    shutil.rmtree(tmp_path / "bench")
-    shutil.rmtree(root / "audio_data" / "dev-other")
-    shutil.copytree(
-        root / "audio_data" / "test-clean" / "speaker-21-book-5",
-        root / "audio_data" / "dev-other" / "speaker-21-book-9",
-    )
-    results, _ = _bench(tmp_path, root, lm, "--modes", "offline", "--lms", "personal")
-    skipped = {(s["condition"], s["split"]): s["reason"] for s in results["skipped"]}
-    assert "1 dev-other user(s), so it cannot be tuned" in skipped[("offline/ngram/personal", "test-other")]
-    assert "offline/ngram/personal" in results["splits"]["test-clean"]["summaries"]
-    assert set(results["splits"]["test-other"]["summaries"]) == {"offline/none"}
