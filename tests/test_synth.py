@@ -3,6 +3,7 @@ an end-to-end tiny corpus in the LibriSpeech layout."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import wave
@@ -252,9 +253,21 @@ def test_plan_with_librispeech_dev_splits(tmp_path):
     raw["splits"]["dev-other"] = {"books": ["11"], "voices": ["flite:awb"], "readers": 1, "noise": True}
     raw["splits"]["dev-clean"] = {"books": ["22"], "voices": ["festival:ked_diphone"], "readers": 1}
     plan = plan_synth(synth_config_from_dict(raw), corpus)
-    splits = ["train", "test-clean", "test-clean", "test-other", "dev-clean", "dev-other"]
+    splits = ["train", "test-clean", "test-clean", "test-other", "dev-other", "dev-clean"]
     assert [r.split for r in plan.readers] == splits
     assert plan.readers[:4] == base.readers and plan.chapters[: len(base.chapters)] == base.chapters
+    # dev-other came first (the mini corpus had it before dev-clean): adding dev-clean, or a second
+    # dev-other reader, keeps what dev-other had.
+    other = copy.deepcopy(raw)
+    other["splits"]["dev-other"]["books"] = ["44"]
+    dev_clean = other["splits"].pop("dev-clean")
+    one = plan_synth(synth_config_from_dict(other), corpus)
+    other["splits"]["dev-clean"] = dev_clean
+    for readers in (1, 2):
+        other["splits"]["dev-other"]["readers"] = readers
+        more = plan_synth(synth_config_from_dict(other), corpus)
+        assert more.readers[:5] == one.readers and more.chapters[: len(one.chapters)] == one.chapters
+        assert [r.split for r in more.readers][4:] == ["dev-other"] * readers + ["dev-clean"]
     assert plan.project_ids == base.project_ids
     read = [(ch.book_id, ch.chapter_index) for ch in plan.chapters]
     assert len(set(read)) == len(read) and sum(b == "11" for b, _ in read) == 3

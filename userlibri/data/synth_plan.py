@@ -205,9 +205,13 @@ def _draw_reader(
 
 #: Splits whose speaker, chapter and project ids come from one joint draw each (the splits synth
 #: knew before dev-clean and dev-other). Any other split draws its own ids from its own stream,
-#: skipping taken ones, and is planned after these: adding one to a config leaves every other
-#: split's ids, chapters, utterances and audio as they were.
+#: skipping taken ones, and is planned after these, in the order synth learnt them
+#: (:data:`_ADDED_SPLITS`: the mini corpus had dev-other before dev-clean): adding one to a config
+#: leaves every other split's ids, chapters, utterances and audio as they were. A reader added to
+#: such a split (``readers`` + 1) keeps its earlier readers too: reader i's voice, perturbation and
+#: ids depend on i alone, and it reads the next free chapters of its book.
 _JOINT_ID_SPLITS = ("train", "dev", "test-clean", "test-other")
+_ADDED_SPLITS = ("dev-other", "dev-clean")
 
 
 def _unique_ids(seed: int, what: str, n: int, lo: int, hi: int) -> list[str]:
@@ -243,7 +247,8 @@ def plan_synth(
     splitter = splitter or _default_splitter()
     normalize = normalize or _default_normalizer()
     joint = [s for s in _JOINT_ID_SPLITS if s in cfg.splits]
-    splits = joint + [s for s in ALL_SPLITS if s in cfg.splits and s not in joint]
+    added = [s for s in _ADDED_SPLITS if s in cfg.splits]
+    splits = joint + added + [s for s in ALL_SPLITS if s in cfg.splits and s not in joint + added]
     all_books = sorted({b for s in splits for b in cfg.splits[s].books})
     missing = [b for b in all_books if b not in corpus.entries]
     if missing:
