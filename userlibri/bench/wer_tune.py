@@ -181,8 +181,8 @@ def coordinate_search(
     lm_weights: Sequence[float],
     length_bonuses: Sequence[float],
     default_bonus: float,
-    rounds: int | Mapping[str, int],
-    method: str | None = None,
+    rounds: Mapping[str, int],
+    method: str,
 ) -> dict[str, Any]:
     """Coordinate search on ``split``'s ``users``; returns the tuning record (grid and choices).
 
@@ -195,9 +195,9 @@ def coordinate_search(
     rarely the best at the bonus picked next. ``rounds`` 0 decodes every (weight, bonus) pair of the
     grids instead (no LM: every bonus), the exhaustive search that the coordinate search
     approximates at about 60% of the decodes of a 4 x 4 grid, and can miss: from bonus 0 it may
-    settle where neither coordinate alone improves, away from the grid's optimum. ``rounds`` is
-    one number for every condition or one per condition name (the rest: :data:`DEFAULT_TUNE_ROUNDS`);
-    ``method`` describes it in the record (default: from the rounds). Points already decoded are
+    settle where neither coordinate alone improves, away from the grid's optimum. ``rounds`` has
+    one number per condition name (:func:`parse_tune_rounds` applies the defaults); ``method``
+    describes them in the record (:func:`rounds_text`). Points already decoded are
     not decoded again; a condition ``is_dead`` (its decoding failed) drops out. The criterion is
     the average per-user WER (ties: pooled WER, then the earlier grid point). A choice at the
     largest value of its grid is logged (the grid may be too narrow) and listed under
@@ -208,19 +208,7 @@ def coordinate_search(
     seen: dict[str, dict[tuple[float, float], tuple[float, float]]] = {n: {} for n in names}
     weight = dict.fromkeys(names, 0.0)
     bonus = dict.fromkeys(names, default_bonus)
-    per = (
-        dict.fromkeys(names, rounds)
-        if isinstance(rounds, int)
-        else {n: rounds.get(n, DEFAULT_TUNE_ROUNDS) for n in names}
-    )
-    if method is None:
-        groups: dict[int, list[str]] = {}
-        for n in names:
-            groups.setdefault(per[n], []).append(n)
-        method = "; ".join(
-            rounds_text(r) + ("" if len(groups) == 1 else f" ({', '.join(sorted(g))})")
-            for r, g in sorted(groups.items())
-        )
+    per = {n: rounds[n] for n in names}
 
     def run(points: dict[str, list[tuple[float, float]]], desc: str) -> None:
         todo = {n: [p for p in pts if p not in seen[n]] for n, pts in points.items() if not is_dead(n)}
