@@ -201,6 +201,31 @@ def test_user_pipeline_writes_book_dirs(release, tmp_path) -> None:
     assert [r["book_id"] for r in alone["books"]] == ["22"]
 
 
+def test_user_lms_survive_moving_the_work_directory(release, tmp_path) -> None:
+    """summary.json records the background LM and the dataset relative to itself: a work directory
+    moved as a whole still evaluates (with the users listed); a summary from before, with absolute
+    paths that no longer exist, falls back to the background LM beside it."""
+    import shutil
+
+    from userlibri.lm import users
+
+    root, corpus = release
+    work = tmp_path / "work"
+    shutil.copytree(root / "UserLibri", work / "UserLibri")
+    users.build_user_lms(work / "UserLibri", work / "lm", corpus_dir=corpus, books=["11"], progress=False)
+    summary = json.loads((work / "lm" / "summary.json").read_text())
+    assert summary["background"] == "background/ngram.arpa" and summary["dataset"] == "../UserLibri"
+    moved = tmp_path / "moved"
+    work.rename(moved)
+    result = users.evaluate_user_lms(moved / "lm", progress=False)
+    assert result["books"][0]["users"] == ["speaker-1-book-11"]
+    summary.update(background=str(work / "lm" / "background" / "ngram.arpa"), dataset=str(work / "UserLibri"))
+    (moved / "lm" / "summary.json").write_text(json.dumps(summary))
+    old = users.evaluate_user_lms(moved / "lm", progress=False)  # absolute, gone: the local background
+    assert old["books"][0]["perplexity"] == result["books"][0]["perplexity"]
+    assert old["books"][0]["users"] == []
+
+
 def test_user_pipeline_refuses_tiny_book(release, tmp_path) -> None:
     from userlibri.lm import users
 

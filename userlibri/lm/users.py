@@ -10,7 +10,7 @@ Output (``out``)::
     <book_id>/mix.{arpa,bin}           user + background, one ARPA (arpa_mix.py)
     <book_id>/mix.json                 weights, held-out perplexities, counts, timings
     <book_id>/privacy.json             mechanism "none": n-gram counts carry no DP guarantee
-    summary.json                       one row per book
+    summary.json                       one row per book; background LM and dataset paths relative to it
 
 UserLibri users who read the same book share its LM text, so LMs are per book. Every directory
 is written atomically.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -260,14 +261,33 @@ def build_user_lms(
             info["weight_user"],
         )
     settings = {
-        "background": str(background_arpa),
+        "background": _relative_to(background_arpa, out_dir),
         "config": {**asdict(config), "background_prune": list(config.background_prune)},
     }
     if books:
         rows = _keep_other_rows(out_dir / "summary.json", rows, settings)
-    summary = {"dataset": str(ds.root), **settings, "books": rows}
+    summary = {"dataset": _relative_to(ds.root, out_dir), **settings, "books": rows}
     write_json_atomic(out_dir / "summary.json", summary)
     return summary
+
+
+def _relative_to(path: str | Path, base: Path) -> str:
+    """``path`` relative to ``base`` (the directory of ``summary.json``), so that the work directory
+    moved or copied as a whole (LMs beside their dataset) still finds its background LM and dataset."""
+    return os.path.relpath(Path(path).resolve(), base.resolve())
+
+
+def _summary_path(users_dir: Path, recorded: str, default: Path | None = None) -> Path:
+    """A path ``summary.json`` records: relative ones are relative to ``users_dir``; an absolute one
+    that no longer exists (summaries written before paths were relative, then moved) falls back to
+    ``default`` when that exists."""
+    path = Path(recorded)
+    if not path.is_absolute():
+        return users_dir / path
+    if not path.exists() and default is not None and default.exists():
+        log.warning("%s: %s no longer exists; using %s", users_dir / "summary.json", path, default)
+        return default
+    return path
 
 
 def _keep_other_rows(
@@ -326,19 +346,21 @@ def evaluate_user_lms(
     users_dir = Path(users_dir)
     summary_path = users_dir / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
-    bg = Path(summary.get("background", users_dir / BACKGROUND_DIR / f"{NGRAM_NAME}.arpa"))
+    default_bg = users_dir / BACKGROUND_DIR / f"{NGRAM_NAME}.arpa"
+    bg = _summary_path(users_dir, summary.get("background", str(default_bg)), default_bg)
     bg_bin = bg.with_suffix(".bin") if bg.with_suffix(".bin").is_file() else bg
     users_of: dict[str, list[str]] = {}
     if summary.get("dataset"):
         from userlibri.data.dataset import Dataset
 
+        dataset = _summary_path(users_dir, summary["dataset"])
         try:
-            ds = Dataset(summary["dataset"])
+            ds = Dataset(dataset)
             for split in ds.splits():
                 for u in ds.users(split):
                     users_of.setdefault(u.book, []).append(u.user_id)
         except UserLibriError as e:
-            log.warning("cannot list users of %s: %s", summary["dataset"], e)
+            log.warning("cannot list users of %s: %s", dataset, e)
     rows = []
     for bdir in tqdm(_book_dirs(users_dir, books), desc="eval", disable=not progress):
         book = bdir.name
