@@ -4,10 +4,11 @@
 # voices (phase 4) -> a 4.15M-parameter
 # Conformer (CTC + stateless transducer, dynamic chunks, 34 pieces) -> ONNX float/int8/ORT -> an
 # int8 directory (9 MB; the ORT files stay in $work/model) with its greedy WER per test split and
-# MODEL_CARD.md: phase 4 in $work/mini-kokoro; then stage 5 runs recipes/mini/continue_am.sh three
+# MODEL_CARD.md: phase 4 in $work/mini-kokoro; then stage 5 runs recipes/mini/continue_am.sh four
 # times: phase 5 (40 random Kokoro blends added, 1,500 steps, into $work/mini-blends), phase 6 (the
-# same data on a 4,000-step schedule, into $work/mini-long) and phase 7 (the same again from phase 6,
-# into --ship-to, default userlibri/models/mini: the shipped model).
+# same data on a 4,000-step schedule, into $work/mini-long), phase 7 (the same again from phase 6,
+# into $work/mini-long2) and phase 8 (the same again from phase 7, into --ship-to, default
+# userlibri/models/mini: the shipped model).
 #
 #   recipes/mini/train_am.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S]
 #                            [--max-minutes M] [--threads T] [--device D] [--ship-to DIR]
@@ -19,7 +20,7 @@
 # steps with a noisy, reverberant copy, conf/am-noise.yaml; features ~4.5 min), phase 4 ~31 min
 # (1,600 steps with the Kokoro corpus added, conf/am-kokoro.yaml; features ~0.5 min); --max-minutes
 # stops early with a checkpoint and a rerun of stage 2 resumes; export ~1.5 min, evaluation
-# ~1.5 min; stage 5: the blends' synthesis ~17 min, phase 5 ~36 min, phases 6 and 7 ~75-90 min
+# ~1.5 min; stage 5: the blends' synthesis ~17 min, phase 5 ~36 min, phases 6, 7 and 8 ~64-90 min
 # each on a free core (--max-minutes applies to each; a rerun of stage 5 resumes). With a GPU: --device cuda
 # (and more epochs in conf/am.yaml).
 set -euo pipefail
@@ -103,7 +104,7 @@ if run 4; then
     --hardware "$(nproc) CPU cores, $threads training thread(s), device $device"
 fi
 if run 5; then
-  # Phases 5, 6 and 7 start from the int8 model of the phase before (asr train --init-from); each is
+  # Phases 5 to 8 start from the int8 model of the phase before (asr train --init-from); each is
   # exported and shipped only once its training has reached its last step (a rerun resumes it).
   common=(--work "$work" --jobs "$jobs" --seed "$seed" --max-minutes "$max_minutes" --threads "$threads"
     --device "$device")
@@ -121,6 +122,8 @@ if run 5; then
   phase blends "$work/mini-kokoro" "$work/mini-blends"
   echo "== stage 5, phase 6: the same data, a 4,000-step schedule from $work/mini-blends"
   phase long "$work/mini-blends" "$work/mini-long" --steps 4000
-  echo "== stage 5, phase 7: the same again from $work/mini-long, to $ship_to"
-  phase long2 "$work/mini-long" "$ship_to" --steps 4000
+  echo "== stage 5, phase 7: the same again from $work/mini-long"
+  phase long2 "$work/mini-long" "$work/mini-long2" --steps 4000
+  echo "== stage 5, phase 8: the same again from $work/mini-long2, to $ship_to"
+  phase long3 "$work/mini-long2" "$ship_to" --steps 4000
 fi
