@@ -30,11 +30,11 @@
 # LM above fused as the *background* LM into the acoustic model's beam search (word-synchronously,
 # over the tokenizer the LM was trained with): `userlibri bench wer` per LM, non-streaming, float
 # ONNX, LM weight {0.3, 0.5, 0.8, 1.2} and length bonus {0, 0.5, 1.5, 3} tuned on the dev users
-# (bench wer's coordinate search; test-clean only, so `--tune-split auto` tunes on dev, or dev-clean
-# where the build has it); one table $fed/wer.md of the test-clean average per-user WER vs
-# no LM, the public LM and central fine-tuning. Stage wer alone (--stage wer, on work/demo: 8 LMs x
-# 2 dev + 4 test-clean users): ~15 min on a free core without a decode cache (86-112 s per LM with
-# the phase-7 model); 5 s when rerun unchanged (bench wer's decode cache).
+# (bench wer's coordinate search; test-clean only, so `--tune-split auto` tunes on dev-clean, or
+# dev where the build has no dev-clean); one table $fed/wer.md of the test-clean average per-user WER
+# vs no LM, the public LM and central fine-tuning. Stage wer alone (--stage wer, on work/demo: 8 LMs
+# x 4 dev-clean + 4 test-clean users): ~25 min on one core without a decode cache (159-248 s per LM
+# with the phase-8 model, the other core busy); 5 s when rerun unchanged (bench wer's decode cache).
 #
 # The adaptive clip starts at Andrew et al.'s 0.1 but moves with a geometric rate of 0.5, not
 # their 0.2: in a 60-round run (theirs had 1,500) it must reach the update norms in ~15 rounds.

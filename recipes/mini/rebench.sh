@@ -13,7 +13,10 @@
 # ~15 min: a niced stage 2 beside stage 0's two workers gets ~10% of a core. Tuning the n-grams on
 # the full 4 x 4 grid instead of the coordinate search, with the coordinate search's points cached:
 # stage 0 ~7 min for the new n-gram points (one job), stage 1 5.5 min; nothing cached, expect
-# stage 0 ~10 min and stage 1 ~10 min longer than the times above):
+# stage 0 ~10 min and stage 1 ~10 min longer than the times above. With the phase-8 model and the
+# demo's 4 dev-clean + 4 dev-other users: stage 0 58 min with the dev-clean points and part of
+# dev-other's decoded beforehand (~2 h with nothing cached) beside stage 1's 20 min; stage 2 alone
+# 23 min on one core; stage 3 4.5 min):
 #   0 recipes/mini/run.sh --stage 5: per-user WER, n-gram LMs, and with --neural-dir $work/nlm
 #     (when recipes/mini/neural.sh made it) the neural and DP LMs too: the README's first two
 #     tables and the privacy table (77 min beside another bench for 39 of them; n-gram only ~5 min)

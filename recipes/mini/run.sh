@@ -3,11 +3,11 @@
 # the UserLibri release layout and its statistics -> per-user n-gram LMs and their held-out
 # perplexity -> per-user WER with the shipped acoustic model (userlibri/models/mini), without an LM
 # and with the background, personal and interpolated n-grams fused by shallow fusion, streaming and
-# not, weights tuned on the dev users (test-clean on dev, test-other on dev-other). Every stage is
+# not, weights tuned on the dev users (test-clean on dev-clean, test-other on dev-other). Every stage is
 # re-runnable; --stage N resumes from stage N.
 # Neural and DP LMs: recipes/mini/neural.sh, then stage 5 again with --neural-dir (stage 3 rewrites
 # $work/lm/<book>: rerun neural.sh --stage 2 after it for the DP n-grams). CTC beam 30:
-# with the mini acoustic model (~65% WER alone) beam 10 cut the LMs' gains (test-clean, weights
+# with the phase-2 mini acoustic model (~65% WER alone) beam 10 cut the LMs' gains (test-clean, weights
 # tuned on test-clean for this check only: interpolated vs background 42.8 vs 44.7 at beam 10,
 # 36.8 vs 40.1 at beam 30, 34.7 vs 38.1 at beam 60, non-streaming; streaming 48.7 vs 50.1, 42.8 vs
 # 46.9, 41.2 vs 45.7).
@@ -53,7 +53,7 @@ fi
 if run 5 && ! "$root/.venv/bin/python" -c 'import sys; from userlibri.models import shipped_models; sys.exit(not shipped_models())'; then
   echo "== stage 5: skipped: no acoustic model is shipped in userlibri/models yet (recipes/mini/train_am.sh makes one)"
 elif run 5; then
-  echo "== stage 5: per-user WER with the shipped acoustic model (weights tuned on dev for test-clean, on dev-other for test-other)"
+  echo "== stage 5: per-user WER with the shipped acoustic model (weights tuned on dev-clean for test-clean, on dev-other for test-other)"
   kinds=ngram
   lms=background,personal,interpolated
   neural=()
