@@ -224,6 +224,12 @@ def test_user_lms_survive_moving_the_work_directory(release, tmp_path) -> None:
     old = users.evaluate_user_lms(moved / "lm", progress=False)  # absolute, gone: the local background
     assert old["books"][0]["perplexity"] == result["books"][0]["perplexity"]
     assert old["books"][0]["users"] == []
+    del summary["background"]  # no background recorded: the one beside it, from a relative users dir
+    (moved / "lm" / "summary.json").write_text(json.dumps(summary))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        none = users.evaluate_user_lms(Path("moved/lm"), progress=False)
+    assert none["books"][0]["perplexity"] == result["books"][0]["perplexity"]
 
 
 def test_user_pipeline_refuses_tiny_book(release, tmp_path) -> None:

@@ -347,7 +347,9 @@ def evaluate_user_lms(
     summary_path = users_dir / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
     default_bg = users_dir / BACKGROUND_DIR / f"{NGRAM_NAME}.arpa"
-    bg = _summary_path(users_dir, summary.get("background", str(default_bg)), default_bg)
+    bg = default_bg
+    if "background" in summary:
+        bg = _summary_path(users_dir, summary["background"], default_bg)
     bg_bin = bg.with_suffix(".bin") if bg.with_suffix(".bin").is_file() else bg
     users_of: dict[str, list[str]] = {}
     if summary.get("dataset"):
