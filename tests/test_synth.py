@@ -117,11 +117,12 @@ def test_repo_configs_load_and_validate():
         test_books = {b for s in ("test-clean", "test-other") for b in cfg.splits[s].books}
         assert not test_books & set(cfg.splits["train"].books)
         assert "sotu" not in {b for s in cfg.splits.values() for b in s.books}
-    # The Kokoro corpora added in phase 4 (train_am.sh) and phase 5 (continue_am.sh): only train,
+    # The Kokoro corpora added in phase 4 (train_am.sh), phase 5 (continue_am.sh) and the phase-9
+    # candidate (continue_am.sh --extra-corpora): only train,
     # books and voices of no test split, seeds of their own (utterance ids must not clash).
     held_out = {v for s in ("dev", "test-clean", "test-other") for v in big.splits[s].voices}
     seeds = {big.seed}
-    for name in ("synth-kokoro.yaml", "synth-kokoro-blends.yaml"):
+    for name in ("synth-kokoro.yaml", "synth-kokoro-blends.yaml", "synth-kokoro-blends2.yaml"):
         kokoro = load_synth_config(REPO / "recipes/mini/conf" / name)
         assert set(kokoro.splits) == {"train"} and kokoro.seed not in seeds, name
         seeds.add(kokoro.seed)

@@ -22,7 +22,12 @@
 #   recipes/mini/continue_am.sh [--work DIR] [--jobs N] [--stage N] [--stop-stage N] [--seed S]
 #                               [--max-minutes M] [--max-steps N] [--threads T] [--device D]
 #                               [--from DIR] [--ship-to DIR] [--name N] [--config YAML]
-#                               [--steps S]
+#                               [--steps S] [--extra-corpora "DIR:SYNTH_YAML ..."]
+#
+# --extra-corpora adds more speech to stages 1 and 2: each DIR ($work/DIR) is synthesized from
+# conf/SYNTH_YAML in stage 1 and added to training with --add-train in stage 2, beside phase 4's
+# voices and the 40 blends; e.g. the phase-9 candidate, 80 more random blends:
+#   --name blends2 --steps 4000 --extra-corpora LibriSpeech-kokoro-blends2:synth-kokoro-blends2.yaml
 #
 # Stages: 0 book texts; 1 synthesize the corpora missing from $work (shared with train_am.sh; on 2
 # idle cores: ~7 min for the main corpus, 39-54 min for phase 4's Kokoro voices, ~17 min for the
@@ -47,8 +52,9 @@ ship_to=
 name=blends
 config=$here/conf/am-blends.yaml
 steps=0
+extra_corpora=
 parse_flags work jobs stage stop_stage seed max_minutes max_steps threads device from ship_to name config \
-  steps -- "$@"
+  steps extra_corpora -- "$@"
 ship_to=${ship_to:-$work/mini-$name}
 userlibri="$root/.venv/bin/userlibri --seed $seed"
 books=$(books_cache)
@@ -61,8 +67,9 @@ if run 0; then
   $userlibri corpora fetch --cache "$books"
 fi
 if run 1; then
+  # shellcheck disable=SC2086  # extra_corpora is a space-separated list
   for pair in LibriSpeech:synth-train.yaml LibriSpeech-kokoro:synth-kokoro.yaml \
-    LibriSpeech-kokoro-blends:synth-kokoro-blends.yaml; do
+    LibriSpeech-kokoro-blends:synth-kokoro-blends.yaml $extra_corpora; do
     out=$work/${pair%%:*} conf=$here/conf/${pair#*:}
     if [[ -f $out/synth.json ]]; then
       echo "== stage 1: $out exists (rm -r it to synthesize it again)"
@@ -81,11 +88,13 @@ if run 2; then
     if [[ $max_steps == 0 ]]; then max_steps=$steps; fi
   fi
   if [[ $max_steps != 0 ]]; then limit+=(--max-steps "$max_steps"); fi
+  extra=()
+  for pair in $extra_corpora; do extra+=(--add-train "$work/${pair%%:*}"); done
   resume=()
   if compgen -G "$exp/checkpoints/ckpt-*.pt" > /dev/null; then resume=(--resume); fi
   $userlibri asr train --config "$config" --data "$work/LibriSpeech" --out "$exp" \
     --init-from "$from" --add-train "$work/LibriSpeech-kokoro" --add-train "$work/LibriSpeech-kokoro-blends" \
-    --features-dir "$work/features" --threads "$threads" --device "$device" "${resume[@]}" "${limit[@]}"
+    "${extra[@]}" --features-dir "$work/features" --threads "$threads" --device "$device" "${resume[@]}" "${limit[@]}"
 fi
 if run 3; then
   echo "== stage 3: export to ONNX (float, int8, ORT)"
