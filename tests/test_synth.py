@@ -559,4 +559,7 @@ def test_kokoro_is_deterministic_and_blends_differ(tmp_path):
         assert w.getframerate() == 24000 and w.getnframes() > 24000 // 2
     assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
     assert (tmp_path / "a.wav").read_bytes() != (tmp_path / "c.wav").read_bytes()
+    # Every Kokoro voice of a process shares one model session (one per voice ran a worker with
+    # 80 blends out of memory); the voices still differ, above.
+    assert alpha._session is blend._session
     assert alpha.synthesize_batch([("...", tmp_path / "d.wav")])[0].startswith("kokoro jf_alpha: no phonemes")

@@ -107,6 +107,12 @@ class Phonemizer:
         return "".join(out).strip()
 
 
+#: One onnxruntime session per process and model file for every Kokoro voice: the voices differ only
+#: in their style vectors. A session per voice (load_engine keeps one engine per voice) grew a worker
+#: synthesizing 80 blends past 12 GB until the kernel killed it.
+_SESSIONS: dict[str, Any] = {}
+
+
 class KokoroEngine(_SequentialBatch):
     """Kokoro-82M int8 via onnxruntime, one thread, in-process (one utterance at a time)."""
 
@@ -137,7 +143,10 @@ class KokoroEngine(_SequentialBatch):
         self._vocab_inv = {i: c for c, i in self._vocab.items()}
         with (data / "voices_ja.npz").open("rb") as f, np.load(f) as npz:
             self._style = sum(w * npz[name].astype(np.float64) for name, w in self.blend).astype(np.float32)
-        self._session = one_thread_session(self._ort, self._pkg.model_path())
+        model = str(self._pkg.model_path())
+        if model not in _SESSIONS:
+            _SESSIONS[model] = one_thread_session(self._ort, model)
+        self._session = _SESSIONS[model]
 
     def tokens(self, text: str) -> list[int]:
         if self._session is None:
