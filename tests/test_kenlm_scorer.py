@@ -13,6 +13,7 @@ from userlibri.errors import ConfigError, DataFormatError, UserLibriError
 from userlibri.lm.base import LM_KINDS, LanguageModel, Registry, load_lm
 from userlibri.lm.kenlm_scorer import (
     DEFAULT_OOV_PENALTY,
+    LOOKAHEADS,
     KenLMTokenScorer,
     KenLMWordScorer,
     prefix_lookahead,
@@ -81,14 +82,16 @@ def _feed(lm: LanguageModel, pieces: list[str], ids: dict[str, int] = ID) -> tup
         ([B + "THE", B, "X"], -0.4 - 2.0 - 1.0),
     ],
 )
-def test_word_scorer_matches_hand_computed_scores(pieces: list[str], log10: float) -> None:
+@pytest.mark.parametrize("lookahead", LOOKAHEADS)
+def test_word_scorer_matches_hand_computed_scores(pieces: list[str], log10: float, lookahead: str) -> None:
+    # Whatever the look-ahead, it is taken back when a word completes: the sum is the same.
     n_oov = pieces.count("X")
-    total, _ = _feed(KenLMWordScorer(TINY, PIECES), pieces)
+    total, _ = _feed(KenLMWordScorer(TINY, PIECES, lookahead=lookahead), pieces)
     assert total == pytest.approx(log10 * LN10 + n_oov * DEFAULT_OOV_PENALTY, abs=1e-6)
-    total, _ = _feed(KenLMWordScorer(TINY, PIECES, oov_penalty=-5.0), pieces)
+    total, _ = _feed(KenLMWordScorer(TINY, PIECES, oov_penalty=-5.0, lookahead=lookahead), pieces)
     assert total == pytest.approx(log10 * LN10 - 5.0 * n_oov, abs=1e-6)
     # With no penalty the sum is KenLM's own sentence score, <unk> included.
-    total, _ = _feed(KenLMWordScorer(TINY, PIECES, oov_penalty=0.0), pieces)
+    total, _ = _feed(KenLMWordScorer(TINY, PIECES, oov_penalty=0.0, lookahead=lookahead), pieces)
     assert total == pytest.approx(log10 * LN10, abs=1e-6)
 
 
@@ -150,7 +153,7 @@ def test_token_scorer_matches_hand_computed_scores() -> None:
 
 
 def test_partial_word_lookahead_present_mid_word_and_cancelled_at_word_end() -> None:
-    lm = KenLMWordScorer(TINY, PIECES)
+    lm = KenLMWordScorer(TINY, PIECES, lookahead="unigram")
     state = lm.start_state()
     s1, state = lm.score(state, ID[B + "TH"])
     # Best unigram among THE (-0.8), THEY (-1.3), THERE (-1.6).
@@ -170,6 +173,70 @@ def test_partial_word_lookahead_present_mid_word_and_cancelled_at_word_end() -> 
     assert lm.prefix_score("X") == pytest.approx(-1.5 * LN10 + DEFAULT_OOV_PENALTY, abs=1e-6)
     assert KenLMWordScorer(TINY, PIECES, unknown_prefix_score=-20.0).prefix_score("X") == -20.0
     assert lm.prefix_score("C") == pytest.approx(-1.2 * LN10, abs=1e-6)
+
+
+def test_bigram_lookahead_scores_partial_words_given_the_previous_word() -> None:
+    lm = KenLMWordScorer(TINY, PIECES, lookahead="bigram")
+    assert "lookahead=bigram" in repr(lm)
+
+    def steps(pieces: list[str]) -> list[float]:
+        return [x / LN10 for x in _feed(lm, pieces)[1]]
+
+    # After <s>, TH: the bigram <s> THE (-0.4) beats bo(<s>) -0.5 + the best unigram THE -0.8.
+    # Then E: still THE; Y: THEY has no bigram after <s>: bo(<s>) -0.5 + p(THEY) -1.3 = -1.8.
+    assert steps([B + "TH", "E", "Y"]) == pytest.approx([-0.4, 0.0, -1.4], abs=1e-6)
+    # After THE, C: the bigram THE CAT -0.5 (the unigram look-ahead would say -1.2). THE itself
+    # scores -0.4 in context, its look-ahead -0.4 is taken back: the step is C's look-ahead.
+    assert steps([B + "THE", B + "C"]) == pytest.approx([-0.4, -0.5], abs=1e-6)
+    # After CAT, TH: no bigram CAT TH...: bo(CAT) -0.4 + the best unigram THE -0.8.
+    assert steps([B + "C", "AT", B + "TH"])[2] == pytest.approx(-0.9 + 0.9 - 1.2, abs=1e-6)
+    # After THEY, S: the bigram THEY SAT -0.6 beats bo(THEY) -0.2 + p(SAT) -1.4.
+    # (THEY completes at -1.8 after <s>, its look-ahead -1.8 is taken back.)
+    s = steps([B + "TH", "E", "Y", B + "SAT"])
+    assert s[3] == pytest.approx(-1.8 - (-1.8) - 0.6, abs=1e-6)
+    # A prefix no word has costs the unknown-prefix score in any context; after an OOV word the
+    # look-ahead is the unigram one (KenLM's context after <unk> is empty).
+    assert steps([B + "THE", B, "X"])[2] == pytest.approx(lm.unknown_prefix_score / LN10, abs=1e-6)
+    s = steps([B, "X", B + "C"])
+    # X completes as <unk> after <s> (bo -0.5 + p(<unk>) -1.5) with the OOV penalty, its look-ahead
+    # is taken back, and C gets the unigram look-ahead of CAT (-1.2).
+    unk, oov = lm.unknown_prefix_score / LN10, DEFAULT_OOV_PENALTY / LN10
+    assert s[2] == pytest.approx(-2.0 + oov - unk - 1.2, abs=1e-6)
+
+
+def test_bigram_lookahead_agrees_with_brute_force_on_a_trained_lm(tmp_path: Path) -> None:
+    from userlibri.lm.lookahead import BigramLookahead
+    from userlibri.lm.ngram import iter_arpa
+
+    model = train_ngram(CORPUS, tmp_path, NgramConfig(order=3, memory="50M"))
+    arpa = model.arpa
+    lm = KenLMWordScorer(model.binary, PIECES, lookahead="bigram")  # reads the .arpa beside it
+    la = lm._bigram
+    assert isinstance(la, BigramLookahead) and la.n_bigrams > 0
+    uni: dict[str, float] = {}
+    bo: dict[str, float] = {}
+    bi: dict[tuple[str, str], float] = {}
+    for gram, prob, backoff in iter_arpa(arpa, max_order=2):
+        if len(gram) == 1:
+            uni[gram[0]], bo[gram[0]] = prob * LN10, backoff * LN10
+        else:
+            bi[gram] = prob * LN10
+    vocab = lm.vocabulary
+    contexts = ["<s>", *vocab[:: max(1, len(vocab) // 25)]]
+    prefixes = sorted({w[:k] for w in vocab[:: max(1, len(vocab) // 40)] for k in (1, 2, 3)})
+    for u in contexts:
+        ctx = la.start if u == "<s>" else vocab.index(u)
+        for p in prefixes:
+            cands = [w for w in vocab if w.startswith(p)]
+            explicit = [bi[(u, w)] for w in cands if (u, w) in bi]
+            expected = max([bo[u] + max(uni[w] for w in cands), *explicit])
+            assert la.score(ctx, p) == pytest.approx(expected, abs=1e-5), (u, p)  # KenLM: float32
+        assert la.score(ctx, "QQQQ") == lm.unknown_prefix_score
+
+
+def test_lookahead_must_be_known() -> None:
+    with pytest.raises(ConfigError, match="lookahead"):
+        KenLMWordScorer(TINY, PIECES, lookahead="trigram")
 
 
 def test_prefix_lookahead_maps_each_prefix_to_its_best_word() -> None:
@@ -351,8 +418,9 @@ def test_corrupt_or_missing_models(tmp_path: Path) -> None:
     shutil.copy(train_ngram(CORPUS, tmp_path / "lm", NgramConfig(order=2, memory="50M")).binary, lone_binary)
     with pytest.raises(DataFormatError, match="lone.arpa"):
         KenLMWordScorer(lone_binary, PIECES)
-    # With the vocabulary given, a lone binary is fine.
-    assert KenLMWordScorer(lone_binary, PIECES, vocabulary=["THE", "MILLER"]).prefix_score("MIL") < 0
+    # With the vocabulary given, a lone binary is fine, with the unigram look-ahead (no bigrams to read).
+    lone = KenLMWordScorer(lone_binary, PIECES, vocabulary=["THE", "MILLER"])
+    assert lone.prefix_score("MIL") < 0 and lone.lookahead == "unigram"
 
 
 # ---- registry ------------------------------------------------------------------------------------
@@ -372,3 +440,10 @@ def test_registry_rejects_duplicates_and_unknown_names() -> None:
         reg.register(" b")(2)
     with pytest.raises(UserLibriError, match="needs"):
         load_lm("kenlm-word", TINY, None)
+
+
+def test_word_kinds_pick_the_lookahead() -> None:
+    assert load_lm("kenlm-word", TINY, PIECES).lookahead == "bigram"
+    assert load_lm("kenlm-word-unigram", TINY, PIECES).lookahead == "unigram"
+    with pytest.raises(UserLibriError, match="needs"):
+        load_lm("kenlm-word-unigram", TINY, None)

@@ -29,7 +29,8 @@ _IN = click.Path(exists=True, path_type=Path)
 @click.option(
     "--lm-kind",
     default=None,
-    help="LM kind (kenlm-word, kenlm-token, neural-onnx, hotwords); default: from the file name.",
+    help="LM kind (kenlm-word, kenlm-word-unigram, kenlm-token, neural-onnx, hotwords); default: from the "
+    "file name (a KenLM binary or ARPA: kenlm-word, the word n-gram with the bigram look-ahead).",
 )
 @click.option("--lm-weight", type=float, default=DEFAULT_LM_WEIGHT, show_default=True)
 @click.option(

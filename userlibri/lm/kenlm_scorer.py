@@ -6,13 +6,16 @@
   (``oov_penalty``, natural log, default :data:`DEFAULT_OOV_PENALTY`, pyctcdecode's
   ``unk_score_offset`` of -10 in log10): ``<unk>``'s own probability is far too high for a
   decoder, which otherwise merges words into out-of-vocabulary strings ("EMMAEAR").
-  Meanwhile the partial word gets a look-ahead score, the best unigram log-prob among
-  vocabulary words that start with it, so that beams in the middle of a good word are not
+  Meanwhile the partial word gets a look-ahead score, the best log-prob among vocabulary words
+  that start with it, given the previous word (``lookahead="bigram"``, the default, from the
+  ARPA's bigrams) or not (``"unigram"``; kind ``kenlm-word-unigram``); see
+  :mod:`userlibri.lm.lookahead`. Beams in the middle of a good word are then not
   pruned in favour of beams that have just finished one. A prefix that no vocabulary word
   starts with can only become an OOV word, so it gets the OOV word's score right away
-  (``<unk>`` unigram + ``oov_penalty``) and such beams fall early. The look-ahead of every
-  prefix of every vocabulary word is tabulated once, at load time (:func:`prefix_lookahead`):
-  the decoder's hottest call is then one dict look-up. The look-ahead is carried in
+  (``<unk>`` unigram + ``oov_penalty``) and such beams fall early. The unigram look-ahead of
+  every prefix of every vocabulary word is tabulated once, at load time (:func:`prefix_lookahead`):
+  the decoder's hottest call is then one dict look-up (the bigram one memoises each context and
+  prefix it meets). The look-ahead is carried in
   the state and subtracted when the word completes: the scores of a finished sentence sum to
   exactly KenLM's full-sentence score plus ``oov_penalty`` per out-of-vocabulary word.
 * :class:`KenLMTokenScorer`: a token-level KenLM whose "words" are sentencepiece pieces.
@@ -33,6 +36,7 @@ import numpy as np
 
 from userlibri.errors import ConfigError, DataFormatError, UserLibriError, missing_dependency
 from userlibri.lm.base import register_lm
+from userlibri.lm.lookahead import BigramLookahead, prefix_lookahead
 from userlibri.lm.ngram import SPECIAL_WORDS, iter_arpa, read_arpa_unigrams
 from userlibri.text.tokenizer import BLANK_PIECE, SOS_EOS_PIECE, WORD_BOUNDARY, Tokenizer
 
@@ -46,25 +50,21 @@ _NON_TEXT_PIECES = frozenset({BLANK_PIECE, SOS_EOS_PIECE, "<s>", "</s>", "<pad>"
 #: (pyctcdecode's default ``unk_score_offset = -10`` in log10, i.e. -23.03 nats).
 DEFAULT_OOV_PENALTY = -10.0 * LN10
 
+#: Partial-word look-aheads: ``unigram`` (the best unigram score of a word with that prefix) and
+#: ``bigram`` (the best score given the previous word; :class:`~userlibri.lm.lookahead.BigramLookahead`).
+LOOKAHEADS = ("unigram", "bigram")
+#: The bigram look-ahead decodes better (mini benchmark, CTC beam 30, weights tuned per condition
+#: on the dev users: dev-clean interpolated n-gram 29.6 -> 28.0 non-streaming, 35.8 -> 33.4
+#: streaming; background 30.2 -> 29.6, 36.3 -> 35.7; every dev-other n-gram condition 1-2 points
+#: better). It costs ~2 s and ~100 MB more per loaded LM of 600k bigrams.
+DEFAULT_LOOKAHEAD = "bigram"
+#: The LM kinds of word n-grams (``load_lm``): each with its look-ahead.
+WORD_KINDS = {"kenlm-word": DEFAULT_LOOKAHEAD, "kenlm-word-unigram": "unigram"}
+
 #: A word-scorer state: (KenLM state after the completed words, pending partial word, the
-#: look-ahead score already given to that partial word).
-WordState = tuple  # (kenlm.State, str, float)
-
-
-def prefix_lookahead(words: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
-    """Each non-empty prefix of each word -> the best score among the words that start with it.
-
-    ``words[i]`` has score ``scores[i]``. One pass over the words' prefixes (~8 per word: a
-    100k-word vocabulary takes well under a second and a few tens of MB)."""
-    table: dict[str, float] = {}
-    get = table.get
-    for word, score in zip(words, scores, strict=True):
-        for k in range(1, len(word) + 1):
-            prefix = word[:k]
-            best = get(prefix)
-            if best is None or score > best:
-                table[prefix] = score
-    return table
+#: look-ahead score already given to that partial word, the look-ahead's context: the last
+#: completed word's index in the vocabulary, ``BigramLookahead.start`` after ``<s>``, -1 none).
+WordState = tuple  # (kenlm.State, str, float, int)
 
 
 def _kenlm():  # noqa: ANN202 - module type
@@ -134,7 +134,9 @@ class KenLMWordScorer:
     ``oov_penalty`` (natural log, <= 0) is added to KenLM's ``<unk>`` score for every completed
     word outside the vocabulary. ``unknown_prefix_score`` (natural log) is the look-ahead for a
     partial word that no vocabulary word starts with; by default what such a word will cost as
-    a unigram, ``<unk>``'s unigram score + ``oov_penalty``.
+    a unigram, ``<unk>``'s unigram score + ``oov_penalty``. ``lookahead``: one of
+    :data:`LOOKAHEADS` (``bigram`` reads the bigrams of the ARPA file, or of the ``.arpa`` beside a
+    binary; a lone binary, with ``vocabulary`` given, falls back to ``unigram`` with a warning).
     """
 
     def __init__(
@@ -144,7 +146,10 @@ class KenLMWordScorer:
         vocabulary: Sequence[str] | None = None,
         unknown_prefix_score: float | None = None,
         oov_penalty: float = DEFAULT_OOV_PENALTY,
+        lookahead: str = DEFAULT_LOOKAHEAD,
     ) -> None:
+        if lookahead not in LOOKAHEADS:
+            raise ConfigError(f"lookahead: expected one of {', '.join(LOOKAHEADS)}, found {lookahead!r}")
         if not (math.isfinite(oov_penalty) and oov_penalty <= 0.0):
             raise ConfigError(f"oov_penalty: expected a finite natural-log value <= 0, found {oov_penalty}")
         if unknown_prefix_score is not None and not (
@@ -183,6 +188,28 @@ class KenLMWordScorer:
         )
         #: Look-ahead of every prefix of a vocabulary word (others: ``unknown_prefix_score``).
         self._lookahead = prefix_lookahead(words, self._word_scores.tolist())
+        self.lookahead = lookahead
+        self._bigram: BigramLookahead | None = None
+        self._index: dict[str, int] = {}
+        self._start_context = BigramLookahead.NO_CONTEXT
+        if (
+            lookahead == "bigram"
+            and is_kenlm_binary(self.path)
+            and not self.path.with_suffix(".arpa").is_file()
+        ):
+            log.warning(
+                "%s: no ARPA file beside the binary (%s) to read bigrams from: unigram look-ahead",
+                self.path,
+                self.path.with_suffix(".arpa").name,
+            )
+            lookahead = self.lookahead = "unigram"
+        if lookahead == "bigram":
+            self._bigram = BigramLookahead(
+                _vocabulary_source(self.path), words, self._lookahead, self.unknown_prefix_score
+            )
+            self._index = {w: i for i, w in enumerate(words)}
+            self._start_context = self._bigram.start
+            self.score = self._score_bigram  # type: ignore[method-assign]
         # Per id: (starts a word, text, look-ahead of ``text`` alone: the partial word after a
         # word-start piece), or None for non-text pieces.
         self._tokens: tuple[tuple[bool, str, float] | None, ...] = tuple(
@@ -195,7 +222,10 @@ class KenLMWordScorer:
         )
 
     def __repr__(self) -> str:
-        return f"KenLMWordScorer({str(self.path)!r}, order={self.model.order}, words={len(self._words)})"
+        return (
+            f"KenLMWordScorer({str(self.path)!r}, order={self.model.order}, words={len(self._words)}, "
+            f"lookahead={self.lookahead})"
+        )
 
     @property
     def order(self) -> int:
@@ -228,7 +258,7 @@ class KenLMWordScorer:
         """After ``<s>``, no pending word."""
         state = self._State()
         self.model.BeginSentenceWrite(state)
-        return (state, "", 0.0)
+        return (state, "", 0.0, self._start_context)
 
     def _bad_token(self, token: int) -> UserLibriError:
         what = repr(self.pieces[token]) if 0 <= token < len(self.pieces) else "out of range"
@@ -242,7 +272,7 @@ class KenLMWordScorer:
 
         The decoder's hottest call: one tuple look-up per token, one dict look-up per partial
         word, one KenLM call per completed word, nothing else allocated but the new state."""
-        kstate, partial, lookahead = state
+        kstate, partial, lookahead, context = state
         try:
             entry = self._tokens[token] if token >= 0 else None
         except (IndexError, TypeError):
@@ -256,15 +286,41 @@ class KenLMWordScorer:
                 delta = self.model.BaseScore(kstate, partial, out) * LN10 - lookahead
                 if partial not in self._word_set:
                     delta += self.oov_penalty
-                return delta + new_lookahead, (out, text, new_lookahead)
-            return new_lookahead - lookahead, (kstate, text, new_lookahead)
+                return delta + new_lookahead, (out, text, new_lookahead, context)
+            return new_lookahead - lookahead, (kstate, text, new_lookahead, context)
         partial += text
         new_lookahead = self._lookahead.get(partial, self.unknown_prefix_score) if partial else 0.0
-        return new_lookahead - lookahead, (kstate, partial, new_lookahead)
+        return new_lookahead - lookahead, (kstate, partial, new_lookahead, context)
+
+    def _score_bigram(self, state: WordState, token: int) -> tuple[float, WordState]:
+        """:meth:`score` with the bigram look-ahead: the partial word's look-ahead depends on the
+        last completed word (the state's context)."""
+        kstate, partial, lookahead, context = state
+        try:
+            entry = self._tokens[token] if token >= 0 else None
+        except (IndexError, TypeError):
+            entry = None
+        if entry is None:
+            raise self._bad_token(token)
+        starts_word, text, _ = entry
+        delta = -lookahead
+        if starts_word:
+            if partial:
+                out = self._State()
+                delta += self.model.BaseScore(kstate, partial, out) * LN10
+                context = self._index.get(partial, BigramLookahead.NO_CONTEXT)
+                if context < 0:
+                    delta += self.oov_penalty
+                kstate = out
+            partial = text
+        else:
+            partial += text
+        new_lookahead = self._bigram.score(context, partial) if partial else 0.0  # type: ignore[union-attr]
+        return delta + new_lookahead, (kstate, partial, new_lookahead, context)
 
     def final_score(self, state: WordState) -> float:
         """Complete the pending word (replacing its look-ahead) and add ``</s>``."""
-        kstate, partial, lookahead = state
+        kstate, partial, lookahead, _ = state
         total = -lookahead
         if partial:
             value, kstate = self.word_score(kstate, partial)
@@ -353,6 +409,17 @@ def load_word_scorer(path: str | Path, tokenizer: Tokenizer | Sequence[str] | No
     if tokenizer is None:
         raise UserLibriError(f"{path}: a word-level KenLM scorer needs the tokenizer of the acoustic model")
     return KenLMWordScorer(path, tokenizer)
+
+
+@register_lm("kenlm-word-unigram")
+def load_word_scorer_unigram(
+    path: str | Path, tokenizer: Tokenizer | Sequence[str] | None
+) -> KenLMWordScorer:
+    """Loader for the ``kenlm-word-unigram`` kind: ``kenlm-word`` with the unigram look-ahead
+    (the default before the bigram one; loads ~8x faster, decodes worse)."""
+    if tokenizer is None:
+        raise UserLibriError(f"{path}: a word-level KenLM scorer needs the tokenizer of the acoustic model")
+    return KenLMWordScorer(path, tokenizer, lookahead="unigram")
 
 
 @register_lm("kenlm-token")

@@ -106,7 +106,7 @@ class LMCache:
             return hit, True
         t0 = time.perf_counter()
         lm = load_lm(kind, file, self.tokenizer)
-        if kind == "kenlm-word":
+        if kind.startswith("kenlm-word"):
             pieces = getattr(self.tokenizer, "pieces", self.tokenizer)
             check_word_vocabulary(lm, list(pieces), self.model_source)  # type: ignore[arg-type]
         loaded = LoadedLM(lm, kind, file, time.perf_counter() - t0)
