@@ -311,6 +311,20 @@ def test_layout_resolves_what_the_lm_commands_write(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="expected a directory"):
         LMLayout(tmp_path / "nope").validate()
+    # The n-grams load with the bigram look-ahead unless asked otherwise.
+    ngram = Condition("offline", "personal", "ngram")
+    assert (
+        lay.ngram_kind == "kenlm-word"
+        and spec_for(ngram, (lm / "5" / "ngram.arpa",)).parts[0][0] == "kenlm-word"
+    )
+    uni = LMLayout(lm, ngram_lookahead="unigram").validate()
+    spec = spec_for(ngram, (lm / "5" / "ngram.arpa",), None, uni.ngram_kind)
+    assert spec.parts[0][0] == "kenlm-word-unigram"
+    assert spec_for(Condition("offline", "personal", "neural"), pair[:1], None, uni.ngram_kind).parts[0][
+        0
+    ] == ("neural-onnx")
+    with pytest.raises(ConfigError, match="look-ahead"):
+        LMLayout(lm, ngram_lookahead="trigram").validate()
 
 
 # ---------------------------------------------------------------- decoding replay = recognizers
@@ -424,6 +438,23 @@ def test_cli_end_to_end_tunes_on_dev_only_and_resumes(tmp_path: Path) -> None:
     bench_cli(tmp_path, root, lm)
     fresh = {p for p in (out / "cache" / "dev").rglob("*.jsonl") if p not in stamps}
     assert fresh, "the dev users were decoded again"
+
+
+def test_ngram_lookahead_option_decodes_apart(tmp_path: Path) -> None:
+    root, lm = make_layout(tmp_path)
+    args = ("--modes", "offline", "--lms", "personal", "--no-plots")
+    bigram, _ = bench_cli(tmp_path, root, lm, *args)
+    files = {p.name for p in (tmp_path / "bench" / "cache").rglob("*.jsonl")}
+    unigram, _ = bench_cli(tmp_path, root, lm, *args, "--ngram-lookahead", "unigram")
+    both = {p.name for p in (tmp_path / "bench" / "cache").rglob("*.jsonl")}
+    assert (
+        bigram["config"]["ngram_lookahead"] == "bigram" and unigram["config"]["ngram_lookahead"] == "unigram"
+    )
+    # The no-LM decodes are shared; every n-gram decode is its own (the LM kind is in the cache key).
+    ngram = {n for n in files if n.startswith("offline.ngram.personal.")}
+    assert ngram and files - ngram and all(n.startswith("offline.none.") for n in files - ngram)
+    assert len(both - files) == len(ngram)
+    assert all(n.startswith("offline.ngram.personal.") for n in both - files)
 
 
 def _dataset_refs(root: Path, split: str) -> list[dict]:

@@ -172,8 +172,19 @@ class LMLayout:
     ngram_dir: Path | None = None
     neural_dir: Path | None = None
     neural_precision: str = "int8"
+    #: The n-grams' partial-word look-ahead (``bigram`` / ``unigram``; :mod:`userlibri.lm.lookahead`).
+    ngram_lookahead: str = "bigram"
+
+    @property
+    def ngram_kind(self) -> str:
+        """The LM kind the n-grams load as (``kenlm-word`` or ``kenlm-word-unigram``)."""
+        return "kenlm-word" if self.ngram_lookahead == "bigram" else "kenlm-word-unigram"
 
     def validate(self) -> LMLayout:
+        if self.ngram_lookahead not in ("bigram", "unigram"):
+            raise ConfigError(
+                f"n-gram look-ahead: expected bigram or unigram, found {self.ngram_lookahead!r}"
+            )
         if self.neural_precision not in NEURAL_FILES:
             raise ConfigError(
                 f"neural LM precision: expected one of {tuple(NEURAL_FILES)}, found {self.neural_precision!r}"
@@ -231,11 +242,13 @@ class LMLayout:
         return (self._neural(f"{book}/eps{cond.epsilon:g}", what),)
 
 
-def spec_for(cond: Condition, files: tuple[Path, ...], mix_weight: float | None = None) -> LMSpec | None:
-    """The :class:`LMSpec` of resolved ``files`` (None for no LM)."""
+def spec_for(
+    cond: Condition, files: tuple[Path, ...], mix_weight: float | None = None, ngram_kind: str = "kenlm-word"
+) -> LMSpec | None:
+    """The :class:`LMSpec` of resolved ``files`` (None for no LM); n-grams load as ``ngram_kind``."""
     if not files:
         return None
-    kind = "kenlm-word" if cond.kind == "ngram" else "neural-onnx"
+    kind = ngram_kind if cond.kind == "ngram" else "neural-onnx"
     if len(files) == 1:
         return LMSpec(((kind, str(files[0])),), shared=(cond.lm == "background",))
     if mix_weight is None or not 0.0 <= mix_weight <= 1.0:

@@ -175,7 +175,7 @@ class _LMPool:
             return self._loaded[key]
         t0 = time.perf_counter()
         lm = load_lm(kind, path, self.tokenizer)
-        if kind == "kenlm-word":
+        if kind.startswith("kenlm-word"):
             check_word_vocabulary(lm, self.pieces, self.model_dir)
         log.debug("loaded %s %s in %.2f s", kind, path, time.perf_counter() - t0)
         self._loaded[key] = lm

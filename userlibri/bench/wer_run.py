@@ -209,7 +209,7 @@ def _resolve(st: _State, cond: Condition, splits: Sequence[str]) -> None:
             try:
                 files = st.cfg.layout.resolve(cond, u.book)
                 mix = _mix_weight(st, cond, u.book, files) if len(files) == 2 else None
-                specs[u.user_id] = spec_for(cond, files, mix)
+                specs[u.user_id] = spec_for(cond, files, mix, st.cfg.layout.ngram_kind)
             except MissingLM as e:
                 missing.setdefault(split, []).append(f"{u.user_id}: {e}")
         if split not in missing:
@@ -535,6 +535,7 @@ def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
         "ngram_dir": str(cfg.layout.ngram_dir) if cfg.layout.ngram_dir else None,
         "neural_dir": str(cfg.layout.neural_dir) if cfg.layout.neural_dir else None,
         "neural_precision": cfg.layout.neural_precision,
+        "ngram_lookahead": cfg.layout.ngram_lookahead,
         "tune_split": cfg.tune_split,
         "lm_weights": list(cfg.lm_weights),
         "length_bonuses": list(cfg.length_bonuses),

@@ -52,6 +52,14 @@ def _seed(ctx: click.Context, seed: int | None) -> int:
 )
 @click.option("--neural-precision", type=click.Choice(["int8", "float"]), default="int8", show_default=True)
 @click.option(
+    "--ngram-lookahead",
+    type=click.Choice(["bigram", "unigram"]),
+    default="bigram",
+    show_default=True,
+    help="Partial-word look-ahead of the n-grams: the best word score given the previous word, or "
+    "the best unigram (the default before bigram; for ablations).",
+)
+@click.option(
     "--modes", default="offline,streaming", show_default=True, help="offline (non-streaming), streaming."
 )
 @click.option("--kinds", default="ngram,neural", show_default=True, help="LM kinds.")
@@ -120,6 +128,7 @@ def wer(
     lm_dir: Path | None,
     neural_dir: Path | None,
     neural_precision: str,
+    ngram_lookahead: str,
     modes: str,
     kinds: str,
     lms: str,
@@ -163,7 +172,7 @@ def wer(
         out=out,
         decode=DecodeSettings(model, decoder, beam, precision, threads, chunk_ms),
         conditions=tuple(conditions),
-        layout=LMLayout(lm_dir, neural_dir, neural_precision),
+        layout=LMLayout(lm_dir, neural_dir, neural_precision, ngram_lookahead),
         splits=_names(splits) if splits else None,
         tune_split=tune_split,
         lm_weights=_floats(lm_weights, "--lm-weights"),
