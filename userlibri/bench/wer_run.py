@@ -78,8 +78,9 @@ DEFAULT_LENGTH_BONUSES = (0.0, 0.5, 1.0, 2.0)
 DEFAULT_TUNE_SPLIT = AUTO
 #: results.json's format (2: ``tuning`` per tune split, ``tune_splits`` per reported split).
 RESULTS_VERSION = 2
-#: Part of every decode's cache key: bump it only when cached hypotheses must not be reused.
-CACHE_VERSION = 1
+#: Part of every decode's cache key: bump it only when cached hypotheses must not be reused
+#: (2: the n-grams' bigram look-ahead, same LM kind name as the unigram decodes before it).
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
