@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from userlibri.errors import ConfigError, DataFormatError, UserLibriError
@@ -447,3 +448,56 @@ def test_word_kinds_pick_the_lookahead() -> None:
     assert load_lm("kenlm-word-unigram", TINY, PIECES).lookahead == "unigram"
     with pytest.raises(UserLibriError, match="needs"):
         load_lm("kenlm-word-unigram", TINY, None)
+
+
+def test_bigram_reader_names_the_bad_line(tmp_path: Path) -> None:
+    from userlibri.lm.lookahead import read_arpa_bigrams
+
+    unigrams, bigrams = read_arpa_bigrams(TINY)
+    assert ("THE", -0.3) in unigrams and ("<s>", -0.5) in unigrams and len(unigrams) == 7  # not </s>
+    assert bigrams[0] == ("<s>", "THE", -0.4) and len(bigrams) == 6
+    lines = TINY.read_text(encoding="utf-8").splitlines()
+    bad = lines.index("-0.6\tTHEY SAT")
+    lines[bad] = "oops\tTHEY SAT"
+    broken = tmp_path / "broken.arpa"
+    broken.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="2-gram") as err:
+        read_arpa_bigrams(broken)
+    assert err.value.line == bad + 1
+    with pytest.raises(DataFormatError, match="1-grams"):
+        read_arpa_bigrams(CORPUS)
+
+
+def test_bigram_tables_are_cached_on_disk_per_file_version(tmp_path: Path) -> None:
+    from userlibri.lm.lookahead import BigramLookahead, prefix_lookahead
+
+    arpa = tmp_path / "lm.arpa"
+    shutil.copy(TINY, arpa)
+    words = ("CAT", "SAT", "THE", "THERE", "THEY")
+    uni = prefix_lookahead(words, [-1.2, -1.4, -0.8, -1.6, -1.3])
+    cache = tmp_path / "cache"
+    first = BigramLookahead(arpa, words, uni, -30.0, cache_dir=cache)
+    again = BigramLookahead(arpa, words, uni, -30.0, cache_dir=cache)
+    assert not first.from_cache and again.from_cache and len(list(cache.glob("*.npz"))) == 1
+    for a, b in zip(
+        (first.ptr, first.succ, first.probs, first.backoff),
+        (again.ptr, again.succ, again.probs, again.backoff),
+        strict=True,
+    ):
+        assert np.array_equal(a, b)
+    assert again.score(again.start, "TH") == pytest.approx(-0.4 * LN10)
+    # Another vocabulary or a rewritten file is another entry; a corrupt entry is rebuilt.
+    assert not BigramLookahead(arpa, words[:3], uni, -30.0, cache_dir=cache).from_cache
+    arpa.write_text(
+        TINY.read_text(encoding="utf-8").replace("-0.4\t<s> THE", "-0.3\t<s> THE"), encoding="utf-8"
+    )
+    changed = BigramLookahead(arpa, words, uni, -30.0, cache_dir=cache)
+    assert not changed.from_cache and changed.score(changed.start, "TH") == pytest.approx(-0.3 * LN10)
+    for f in cache.glob("*.npz"):
+        f.write_bytes(b"not a zip")
+    assert not BigramLookahead(arpa, words, uni, -30.0, cache_dir=cache).from_cache
+    # A cache that cannot be written is skipped.
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, not a directory")
+    assert not BigramLookahead(arpa, words, uni, -30.0, cache_dir=blocked / "x").from_cache
+    assert not BigramLookahead(arpa, words, uni, -30.0, cache_dir=None).from_cache
