@@ -56,7 +56,8 @@ LOOKAHEADS = ("unigram", "bigram")
 #: The bigram look-ahead decodes better (mini benchmark, CTC beam 30, weights tuned per condition
 #: on the dev users: dev-clean interpolated n-gram 29.6 -> 28.0 non-streaming, 35.8 -> 33.4
 #: streaming; background 30.2 -> 29.6, 36.3 -> 35.7; every dev-other n-gram condition 1-2 points
-#: better). It costs ~2 s and ~100 MB more per loaded LM of 600k bigrams.
+#: better). An LM of 600k bigrams: ~2 s to read its bigrams the first time (then cached on disk,
+#: :mod:`userlibri.lm.lookahead`), ~8 MB of tables, plus the memoised look-aheads.
 DEFAULT_LOOKAHEAD = "bigram"
 #: The LM kinds of word n-grams (``load_lm``): each with its look-ahead.
 WORD_KINDS = {"kenlm-word": DEFAULT_LOOKAHEAD, "kenlm-word-unigram": "unigram"}
