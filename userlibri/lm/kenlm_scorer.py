@@ -409,7 +409,7 @@ def load_word_scorer(path: str | Path, tokenizer: Tokenizer | Sequence[str] | No
     """Loader for the ``kenlm-word`` kind."""
     if tokenizer is None:
         raise UserLibriError(f"{path}: a word-level KenLM scorer needs the tokenizer of the acoustic model")
-    return KenLMWordScorer(path, tokenizer)
+    return KenLMWordScorer(path, tokenizer, lookahead=WORD_KINDS["kenlm-word"])
 
 
 @register_lm("kenlm-word-unigram")
@@ -420,7 +420,7 @@ def load_word_scorer_unigram(
     (the default before the bigram one; loads ~8x faster, decodes worse)."""
     if tokenizer is None:
         raise UserLibriError(f"{path}: a word-level KenLM scorer needs the tokenizer of the acoustic model")
-    return KenLMWordScorer(path, tokenizer, lookahead="unigram")
+    return KenLMWordScorer(path, tokenizer, lookahead=WORD_KINDS["kenlm-word-unigram"])
 
 
 @register_lm("kenlm-token")
