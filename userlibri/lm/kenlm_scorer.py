@@ -267,6 +267,17 @@ class KenLMWordScorer:
             f"{self.path}: expected a text token id in [0, {len(self.pieces)}), found {token} ({what})"
         )
 
+    def _entry(self, token: int) -> tuple[bool, str, float]:
+        """``(starts a word, text, look-ahead of the text alone)`` of a text token; an error
+        naming the LM for any other id."""
+        try:
+            entry = self._tokens[token] if token >= 0 else None
+        except (IndexError, TypeError):
+            entry = None
+        if entry is None:
+            raise self._bad_token(token)
+        return entry
+
     def score(self, state: WordState, token: int) -> tuple[float, WordState]:
         """Log-prob of appending ``token``: a completed word's score (minus its look-ahead) when
         ``token`` starts a new word, plus the look-ahead change of the pending partial word.
@@ -274,13 +285,7 @@ class KenLMWordScorer:
         The decoder's hottest call: one tuple look-up per token, one dict look-up per partial
         word, one KenLM call per completed word, nothing else allocated but the new state."""
         kstate, partial, lookahead, context = state
-        try:
-            entry = self._tokens[token] if token >= 0 else None
-        except (IndexError, TypeError):
-            entry = None
-        if entry is None:
-            raise self._bad_token(token)
-        starts_word, text, new_lookahead = entry
+        starts_word, text, new_lookahead = self._entry(token)
         if starts_word:
             if partial:  # word_score, inlined
                 out = self._State()
@@ -297,13 +302,7 @@ class KenLMWordScorer:
         """:meth:`score` with the bigram look-ahead: the partial word's look-ahead depends on the
         last completed word (the state's context)."""
         kstate, partial, lookahead, context = state
-        try:
-            entry = self._tokens[token] if token >= 0 else None
-        except (IndexError, TypeError):
-            entry = None
-        if entry is None:
-            raise self._bad_token(token)
-        starts_word, text, _ = entry
+        starts_word, text, _ = self._entry(token)
         delta = -lookahead
         if starts_word:
             if partial:
