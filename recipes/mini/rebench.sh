@@ -16,7 +16,10 @@
 # stage 0 ~10 min and stage 1 ~10 min longer than the times above. With the phase-8 model and the
 # demo's 4 dev-clean + 4 dev-other users: stage 0 58 min with the dev-clean points and part of
 # dev-other's decoded beforehand (~2 h with nothing cached) beside stage 1's 20 min; stage 2 alone
-# 23 min on one core; stage 3 4.5 min):
+# 23 min on one core; stage 3 4.5 min. After the bigram look-ahead (2026-12-07, a new machine: the n-gram
+# decodes, not the neural ones, change): stage 1 20.7 min with one job beside recipes/mini/neural.sh
+# (55 min from scratch); the n-gram rows of stage 0 as run.sh --stage 5 --jobs 1 beside it 21.8 min,
+# plus the DP n-gram rows 6 min; stage 3 3.2 min):
 #   0 recipes/mini/run.sh --stage 5: per-user WER, n-gram LMs, and with --neural-dir $work/nlm
 #     (when recipes/mini/neural.sh made it) the neural and DP LMs too: the README's first two
 #     tables and the privacy table (77 min beside another bench for 39 of them; n-gram only ~5 min)
