@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 LN10 = math.log(10.0)
 #: Memoised (context, prefix) look-ahead scores before the table is cleared.
 _MEMO_SIZE = 1 << 18
+#: Context rows kept as Python lists before they are cleared.
+_MAX_ROWS = 1 << 14
 #: Look-ahead tables kept in the disk cache (the least recently used beyond this are deleted).
 MAX_CACHED_TABLES = 64
 #: Format of the cached tables (part of their cache key).
@@ -154,6 +156,8 @@ class BigramLookahead:
         #: CSR: the successors of context ``u`` are ``succ[ptr[u]:ptr[u + 1]]`` (ascending ids),
         #: with their natural-log bigram probabilities ``probs``; ``backoff[u]``: u's backoff.
         self.ptr, self.succ, self.probs, self.backoff = tables
+        self._backoff: list[float] = self.backoff.tolist()
+        self._rows: dict[int, tuple[list[int], list[float]]] = {}
         self.n_bigrams = int(self.succ.size)
         self._ranges: dict[str, tuple[int, int]] = {}
         self._memo: dict[tuple[int, str], float] = {}
@@ -203,24 +207,35 @@ class BigramLookahead:
         elif context < 0:
             value = uni
         else:
-            value = self.backoff[context] + uni
-            lo, hi = self._range(prefix)
-            a, b = int(self.ptr[context]), int(self.ptr[context + 1])
-            if b > a:
-                seg = self.succ[a:b]
-                i = a + int(np.searchsorted(seg, lo))
-                j = a + int(np.searchsorted(seg, hi))
+            value = self._backoff[context] + uni
+            ids, probs = self._successors(context)
+            if ids:
+                lo, hi = self._range(prefix)
+                i = bisect.bisect_left(ids, lo)
+                j = bisect.bisect_left(ids, hi, i)
                 if j > i:
-                    best = float(self.probs[i:j].max())
+                    best = max(probs[i:j])
                     if best > value:
                         value = best
-            value = float(value)
         if len(self._memo) >= _MEMO_SIZE:
             self._memo.clear()
         self._memo[key] = value
         return value
 
+    def _successors(self, context: int) -> tuple[list[int], list[float]]:
+        """The successor ids and bigram log-probs of ``context`` as Python lists (made on first
+        use: bisecting and slicing lists beats numpy's per-call overhead on these small rows)."""
+        hit = self._rows.get(context)
+        if hit is None:
+            a, b = int(self.ptr[context]), int(self.ptr[context + 1])
+            hit = (self.succ[a:b].tolist(), self.probs[a:b].tolist())
+            if len(self._rows) >= _MAX_ROWS:
+                self._rows.clear()
+            self._rows[context] = hit
+        return hit
+
     def clear_cache(self) -> None:
+        self._rows.clear()
         self._memo.clear()
         self._ranges.clear()
 
