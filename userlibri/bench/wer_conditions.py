@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from userlibri.errors import ConfigError, UserLibriError
+from userlibri.lm.kenlm_scorer import LOOKAHEADS, word_kind
 
 log = logging.getLogger(__name__)
 
@@ -178,12 +179,12 @@ class LMLayout:
     @property
     def ngram_kind(self) -> str:
         """The LM kind the n-grams load as (``kenlm-word`` or ``kenlm-word-unigram``)."""
-        return "kenlm-word" if self.ngram_lookahead == "bigram" else "kenlm-word-unigram"
+        return word_kind(self.ngram_lookahead)
 
     def validate(self) -> LMLayout:
-        if self.ngram_lookahead not in ("bigram", "unigram"):
+        if self.ngram_lookahead not in LOOKAHEADS:
             raise ConfigError(
-                f"n-gram look-ahead: expected bigram or unigram, found {self.ngram_lookahead!r}"
+                f"n-gram look-ahead: expected one of {', '.join(LOOKAHEADS)}, found {self.ngram_lookahead!r}"
             )
         if self.neural_precision not in NEURAL_FILES:
             raise ConfigError(

@@ -165,6 +165,7 @@ class _LMPool:
 
     def _load(self, kind: str, path: str, shared: bool) -> Any:
         from userlibri.lm.base import load_lm
+        from userlibri.lm.kenlm_scorer import WORD_KINDS
         from userlibri.lm.loader import check_word_vocabulary
 
         key = (kind, path)
@@ -175,7 +176,7 @@ class _LMPool:
             return self._loaded[key]
         t0 = time.perf_counter()
         lm = load_lm(kind, path, self.tokenizer)
-        if kind.startswith("kenlm-word"):
+        if kind in WORD_KINDS:
             check_word_vocabulary(lm, self.pieces, self.model_dir)
         log.debug("loaded %s %s in %.2f s", kind, path, time.perf_counter() - t0)
         self._loaded[key] = lm

@@ -62,6 +62,15 @@ DEFAULT_LOOKAHEAD = "bigram"
 #: The LM kinds of word n-grams (``load_lm``): each with its look-ahead.
 WORD_KINDS = {"kenlm-word": DEFAULT_LOOKAHEAD, "kenlm-word-unigram": "unigram"}
 
+
+def word_kind(lookahead: str) -> str:
+    """The LM kind that loads word n-grams with ``lookahead`` (one of :data:`LOOKAHEADS`)."""
+    for kind, value in WORD_KINDS.items():
+        if value == lookahead:
+            return kind
+    raise ConfigError(f"lookahead: expected one of {', '.join(LOOKAHEADS)}, found {lookahead!r}")
+
+
 #: A word-scorer state: (KenLM state after the completed words, pending partial word, the
 #: look-ahead score already given to that partial word, the look-ahead's context: the last
 #: completed word's index in the vocabulary, ``BigramLookahead.start`` after ``<s>``, -1 none).
@@ -189,28 +198,21 @@ class KenLMWordScorer:
         )
         #: Look-ahead of every prefix of a vocabulary word (others: ``unknown_prefix_score``).
         self._lookahead = prefix_lookahead(words, self._word_scores.tolist())
-        self.lookahead = lookahead
         self._bigram: BigramLookahead | None = None
         self._index: dict[str, int] = {}
         self._start_context = BigramLookahead.NO_CONTEXT
-        if (
-            lookahead == "bigram"
-            and is_kenlm_binary(self.path)
-            and not self.path.with_suffix(".arpa").is_file()
-        ):
-            log.warning(
-                "%s: no ARPA file beside the binary (%s) to read bigrams from: unigram look-ahead",
-                self.path,
-                self.path.with_suffix(".arpa").name,
-            )
-            lookahead = self.lookahead = "unigram"
         if lookahead == "bigram":
-            self._bigram = BigramLookahead(
-                _vocabulary_source(self.path), words, self._lookahead, self.unknown_prefix_score
-            )
-            self._index = {w: i for i, w in enumerate(words)}
-            self._start_context = self._bigram.start
-            self.score = self._score_bigram  # type: ignore[method-assign]
+            try:
+                arpa = _vocabulary_source(self.path)
+            except DataFormatError as e:  # a lone binary (its vocabulary given): no bigrams to read
+                log.warning("%s; unigram look-ahead instead", e)
+                lookahead = "unigram"
+            else:
+                self._bigram = BigramLookahead(arpa, words, self._lookahead, self.unknown_prefix_score)
+                self._index = self._bigram.index
+                self._start_context = self._bigram.start
+                self.score = self._score_bigram  # type: ignore[method-assign]
+        self.lookahead = lookahead
         # Per id: (starts a word, text, look-ahead of ``text`` alone: the partial word after a
         # word-start piece), or None for non-text pieces.
         self._tokens: tuple[tuple[bool, str, float] | None, ...] = tuple(
@@ -403,23 +405,24 @@ class KenLMTokenScorer:
         return self.model.BaseScore(state, "</s>", self._State()) * LN10
 
 
-@register_lm("kenlm-word")
-def load_word_scorer(path: str | Path, tokenizer: Tokenizer | Sequence[str] | None) -> KenLMWordScorer:
-    """Loader for the ``kenlm-word`` kind."""
-    if tokenizer is None:
-        raise UserLibriError(f"{path}: a word-level KenLM scorer needs the tokenizer of the acoustic model")
-    return KenLMWordScorer(path, tokenizer, lookahead=WORD_KINDS["kenlm-word"])
+def _word_loader(kind: str):  # noqa: ANN202 - an LM loader
+    lookahead = WORD_KINDS[kind]
+
+    def load(path: str | Path, tokenizer: Tokenizer | Sequence[str] | None) -> KenLMWordScorer:
+        if tokenizer is None:
+            raise UserLibriError(
+                f"{path}: a word-level KenLM scorer needs the tokenizer of the acoustic model"
+            )
+        return KenLMWordScorer(path, tokenizer, lookahead=lookahead)
+
+    load.__doc__ = f"Loader for the ``{kind}`` kind (the {lookahead} look-ahead)."
+    return load
 
 
-@register_lm("kenlm-word-unigram")
-def load_word_scorer_unigram(
-    path: str | Path, tokenizer: Tokenizer | Sequence[str] | None
-) -> KenLMWordScorer:
-    """Loader for the ``kenlm-word-unigram`` kind: ``kenlm-word`` with the unigram look-ahead
-    (the default before the bigram one; loads ~8x faster, decodes worse)."""
-    if tokenizer is None:
-        raise UserLibriError(f"{path}: a word-level KenLM scorer needs the tokenizer of the acoustic model")
-    return KenLMWordScorer(path, tokenizer, lookahead=WORD_KINDS["kenlm-word-unigram"])
+# kenlm-word: the bigram look-ahead; kenlm-word-unigram: the default before it (loads faster on a
+# file's first load, decodes worse).
+for _kind in WORD_KINDS:
+    register_lm(_kind)(_word_loader(_kind))
 
 
 @register_lm("kenlm-token")

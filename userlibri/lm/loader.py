@@ -22,6 +22,7 @@ from pathlib import Path
 
 from userlibri.errors import DataFormatError, UserLibriError
 from userlibri.lm.base import LanguageModel, load_lm
+from userlibri.lm.kenlm_scorer import WORD_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class LMCache:
             return hit, True
         t0 = time.perf_counter()
         lm = load_lm(kind, file, self.tokenizer)
-        if kind.startswith("kenlm-word"):
+        if kind in WORD_KINDS:
             pieces = getattr(self.tokenizer, "pieces", self.tokenizer)
             check_word_vocabulary(lm, list(pieces), self.model_source)  # type: ignore[arg-type]
         loaded = LoadedLM(lm, kind, file, time.perf_counter() - t0)

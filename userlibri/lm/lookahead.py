@@ -145,6 +145,8 @@ class BigramLookahead:
         self.unigram = unigram
         self.unknown = float(unknown)
         self.start = len(self.words)
+        #: Each word's context id (its index in ``words``): the context after it completes.
+        self.index = {w: i for i, w in enumerate(self.words)}
         cache = _cache_file(Path(arpa), self.words, cache_dir) if cache_dir is not None else None
         tables = _load_tables(cache, self.start + 1) if cache is not None else None
         #: Whether the tables came from the disk cache (``cache_dir``) rather than the ARPA file.
@@ -163,7 +165,7 @@ class BigramLookahead:
         self._memo: dict[tuple[int, str], float] = {}
 
     def _build(self, arpa: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        index = {w: i for i, w in enumerate(self.words)}
+        index = self.index
         index_ctx = dict(index)
         index_ctx["<s>"] = self.start
         n_ctx = self.start + 1
