@@ -19,7 +19,9 @@
 # 23 min on one core; stage 3 4.5 min. After the bigram look-ahead (2026-12-07, a new machine: the n-gram
 # decodes, not the neural ones, change): stage 1 20.7 min with one job beside recipes/mini/neural.sh
 # (55 min from scratch); the n-gram rows of stage 0 as run.sh --stage 5 --jobs 1 beside it 21.8 min,
-# plus the DP n-gram rows 6 min; stage 3 3.2 min):
+# plus the DP n-gram rows 6 min; stage 3 3.2 min. Then the neural rows: stage 0 35 min with 569 of
+# its neural points decoded beforehand, and 36 min more once the neural LMs got the full 4 x 4 grid
+# too (an estimated 3 h for stage 0 with nothing cached)):
 #   0 recipes/mini/run.sh --stage 5: per-user WER, n-gram LMs, and with --neural-dir $work/nlm
 #     (when recipes/mini/neural.sh made it) the neural and DP LMs too: the README's first two
 #     tables and the privacy table (77 min beside another bench for 39 of them; n-gram only ~5 min)
