@@ -20,7 +20,8 @@
 # The noise multiplier is deliberately tiny (0.02): with 20 clients a round and 74k parameters,
 # noise std z * clip / 20 per coordinate must stay below the averaged update, so epsilon is huge
 # and means nothing here; the last lines scale the clients per round up to a meaningful epsilon.
-# About 18-25 minutes on one core (nice -n 10, one torch thread), plus stage wer (below).
+# About 18-25 minutes on one core (nice -n 10, one torch thread; 19.4 min on a new machine on
+# 2026-12-07, the other core idle), plus stage wer (below).
 #
 #   recipes/mini/federated.sh [--work DIR] [--rounds 60] [--per-round 20] [--noise 0.02]
 #                             [--clips "0.25 1 4 16"] [--clip-lr 0.5] [--stage all|train|wer]
@@ -34,7 +35,8 @@
 # dev where the build has no dev-clean); one table $fed/wer.md of the test-clean average per-user WER
 # vs no LM, the public LM and central fine-tuning. Stage wer alone (--stage wer, on work/demo: 8 LMs
 # x 4 dev-clean + 4 test-clean users): ~25 min on one core without a decode cache (159-248 s per LM
-# with the phase-8 model, the other core busy); 5 s when rerun unchanged (bench wer's decode cache).
+# with the phase-8 model, the other core busy; 123-160 s, 18 min in all, with it idle); 5 s when
+# rerun unchanged (bench wer's decode cache).
 #
 # The adaptive clip starts at Andrew et al.'s 0.1 but moves with a geometric rate of 0.5, not
 # their 0.2: in a 60-round run (theirs had 1,500) it must reach the update norms in ~15 rounds.
