@@ -164,9 +164,7 @@ class _LMPool:
         self._shared: set[tuple[str, str]] = set()
 
     def _load(self, kind: str, path: str, shared: bool) -> Any:
-        from userlibri.lm.base import load_lm
-        from userlibri.lm.kenlm_scorer import WORD_KINDS
-        from userlibri.lm.loader import check_word_vocabulary
+        from userlibri.lm.loader import load_lm_for_model
 
         key = (kind, path)
         if shared:
@@ -175,9 +173,7 @@ class _LMPool:
             self._loaded.move_to_end(key)
             return self._loaded[key]
         t0 = time.perf_counter()
-        lm = load_lm(kind, path, self.tokenizer)
-        if kind in WORD_KINDS:
-            check_word_vocabulary(lm, self.pieces, self.model_dir)
+        lm = load_lm_for_model(kind, path, self.tokenizer, self.pieces, self.model_dir)
         log.debug("loaded %s %s in %.2f s", kind, path, time.perf_counter() - t0)
         self._loaded[key] = lm
         own = [k for k in self._loaded if k not in self._shared]

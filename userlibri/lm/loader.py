@@ -80,6 +80,17 @@ def check_word_vocabulary(lm: LanguageModel, pieces: Sequence[str], model_source
         )
 
 
+def load_lm_for_model(
+    kind: str, path: str | Path, tokenizer: object, pieces: Sequence[str], model_source: str | Path
+) -> LanguageModel:
+    """:func:`~userlibri.lm.base.load_lm`, plus, for the word n-gram kinds, the check that the
+    acoustic model's ``pieces`` spell the LM's words (:func:`check_word_vocabulary`)."""
+    lm = load_lm(kind, path, tokenizer)
+    if kind in WORD_KINDS:
+        check_word_vocabulary(lm, pieces, model_source)
+    return lm
+
+
 @dataclass(frozen=True)
 class LoadedLM:
     """A loaded LM with where it came from and how long loading took."""
@@ -106,10 +117,8 @@ class LMCache:
         if hit is not None:
             return hit, True
         t0 = time.perf_counter()
-        lm = load_lm(kind, file, self.tokenizer)
-        if kind in WORD_KINDS:
-            pieces = getattr(self.tokenizer, "pieces", self.tokenizer)
-            check_word_vocabulary(lm, list(pieces), self.model_source)  # type: ignore[arg-type]
+        pieces = getattr(self.tokenizer, "pieces", self.tokenizer)
+        lm = load_lm_for_model(kind, file, self.tokenizer, list(pieces), self.model_source)  # type: ignore[arg-type]
         loaded = LoadedLM(lm, kind, file, time.perf_counter() - t0)
         log.info("loaded %s LM %s in %.3f s", kind, file, loaded.load_seconds)
         self._loaded[key] = loaded
